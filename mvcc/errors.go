@@ -1,0 +1,15 @@
+package mvcc
+
+import "errors"
+
+// Errors a read or a transaction returns for its input. The router turns each
+// into etcd's gRPC error.
+var (
+	ErrCompacted     = errors.New("mvcc: required revision has been compacted")
+	ErrFutureRev     = errors.New("mvcc: required revision is a future revision")
+	ErrKeyNotFound   = errors.New("mvcc: key not found")
+	ErrLeaseNotFound = errors.New("mvcc: requested lease not found")
+	// ErrTxnWrites is returned by ReadTxn when the transaction's chosen path
+	// changes something and so needs a revision.
+	ErrTxnWrites = errors.New("mvcc: transaction writes")
+)

@@ -1,0 +1,197 @@
+package mvcc
+
+import (
+	"context"
+	"encoding/binary"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Writer applies a run of a shard's Raft entries as one Pebble batch: write
+// transactions, compactions, and the shard's metadata (applied index,
+// revision) in the same batch, so a crash keeps all of it or none of it.
+// Reads through the writer see its own writes. One goroutine uses a Writer.
+type Writer struct {
+	sh      *Shard
+	b       *pebble.Batch
+	rev     int64 // revision of the newest write, this batch included
+	compact int64 // compacted revision, this batch included
+	buf     []byte
+}
+
+// NewWriter starts a batch for the shard.
+func (sh *Shard) NewWriter() *Writer {
+	return &Writer{sh: sh, b: sh.store.db.NewIndexedBatch(), rev: sh.rev.Load(), compact: sh.compact.Load()}
+}
+
+// Rev returns the shard's revision including this batch's writes.
+func (w *Writer) Rev() int64 { return w.rev }
+
+// Commit records appliedIndex with the batch's writes and commits them. The
+// commit is not synced: the Raft log is, and a lost tail is re-applied from
+// it after a crash (Pebble keeps a prefix of its log).
+func (w *Writer) Commit(appliedIndex uint64) error {
+	defer w.b.Close()
+	w.setMeta(metaApplied, binary.BigEndian.AppendUint64(nil, appliedIndex))
+	w.setMeta(metaRev, binary.BigEndian.AppendUint64(nil, uint64(w.rev)))
+	if err := w.b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	w.sh.applied.Store(appliedIndex)
+	w.sh.rev.Store(w.rev)
+	return nil
+}
+
+// Abort drops the batch.
+func (w *Writer) Abort() { _ = w.b.Close() }
+
+func (w *Writer) setMeta(name string, value []byte) {
+	_ = w.b.Set(appendMetaKey(nil, w.sh.id, name), value, nil)
+}
+
+// SetSpan records the shard's span (at bootstrap, and later on splits).
+func (w *Writer) SetSpan(start, end []byte) {
+	w.setMeta(metaSpan, encodeSpan(start, end))
+	w.sh.start, w.sh.end = append([]byte(nil), start...), append([]byte(nil), end...)
+}
+
+// TxnWrite is one write transaction inside a Writer: every change it makes
+// has main revision rev and a sub revision in order of the changes. Reads
+// through it see the changes made so far, as etcd's write transactions do.
+type TxnWrite struct {
+	w *Writer
+	// beginRev is the revision just before this transaction's. The shard has
+	// no write between its own revision and rev, so its state at beginRev is
+	// its state now. (Revisions are cluster-wide: other shards may hold the
+	// revisions in between.)
+	beginRev int64
+	rev      int64 // the revision this transaction writes at
+	changes  int64
+}
+
+// BeginTxn starts a write transaction at revision rev, which must be above
+// the shard's revision.
+func (w *Writer) BeginTxn(rev int64) *TxnWrite {
+	return &TxnWrite{w: w, beginRev: rev - 1, rev: rev}
+}
+
+// End finishes the transaction. When it changed anything the shard's
+// revision becomes its revision.
+func (tw *TxnWrite) End() {
+	if tw.changes > 0 {
+		tw.w.rev = tw.rev
+	}
+}
+
+// Changed reports whether the transaction wrote anything.
+func (tw *TxnWrite) Changed() bool { return tw.changes > 0 }
+
+// Rev returns the revision before the transaction (etcd's TxnWrite.Rev).
+func (tw *TxnWrite) Rev() int64 { return tw.beginRev }
+
+// curRev is the revision reads inside the transaction report: the
+// transaction's own once it has changed something.
+func (tw *TxnWrite) curRev() int64 {
+	if tw.changes > 0 {
+		return tw.rev
+	}
+	return tw.beginRev
+}
+
+// FirstRev returns the compacted revision.
+func (tw *TxnWrite) FirstRev() int64 { return tw.w.sh.CompactRev() }
+
+// Range reads through the transaction, its own changes included.
+func (tw *TxnWrite) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
+	cur := tw.curRev()
+	v := ReadView{r: tw.w.b, shard: tw.w.sh, rev: cur}
+	return v.rangeKeys(ctx, key, end, cur, ro)
+}
+
+// Put writes a new version of key and returns the revision it wrote at.
+func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
+	prev, _, found, err := getVersion(tw.w.b, key, tw.rev)
+	if err != nil {
+		return 0, err
+	}
+	v := version{create: tw.rev, ver: 1, lease: lease, value: value}
+	if found {
+		v.create = prev.create
+		v.ver = prev.ver + 1
+	}
+	sub := Revision{Main: tw.rev, Sub: tw.changes}
+	b := tw.w.b
+	tw.w.buf = appendDataKey(tw.w.buf[:0], key, sub)
+	vbuf := appendValue(make([]byte, 0, len(value)+24), v)
+	if err := b.Set(tw.w.buf, vbuf, nil); err != nil {
+		return 0, err
+	}
+	tw.w.buf = appendChangeKey(tw.w.buf[:0], sub)
+	if err := b.Set(tw.w.buf, appendChange(nil, EventPut, key), nil); err != nil {
+		return 0, err
+	}
+	if err := tw.moveLease(key, found, prev.lease, lease); err != nil {
+		return 0, err
+	}
+	tw.changes++
+	return tw.rev, nil
+}
+
+// moveLease keeps the lease index in step with the key's lease.
+func (tw *TxnWrite) moveLease(key []byte, existed bool, oldLease, newLease int64) error {
+	if !existed {
+		oldLease = 0
+	}
+	if oldLease == newLease {
+		return nil
+	}
+	if oldLease != 0 {
+		if err := tw.w.b.Delete(appendLeaseKey(nil, oldLease, key), nil); err != nil {
+			return err
+		}
+	}
+	if newLease != 0 {
+		return tw.w.b.Set(appendLeaseKey(nil, newLease, key), nil, nil)
+	}
+	return nil
+}
+
+// DeleteRange deletes every key of [key, end) that exists and returns how
+// many it deleted and the revision etcd reports for the operation.
+func (tw *TxnWrite) DeleteRange(ctx context.Context, key, end []byte) (int64, int64, error) {
+	rr, err := tw.Range(ctx, key, end, RangeOptions{KeysOnly: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, kv := range rr.KVs {
+		if err := tw.delete(kv.Key, kv.Lease); err != nil {
+			return 0, 0, err
+		}
+	}
+	n := int64(len(rr.KVs))
+	if n != 0 || tw.changes > 0 {
+		return n, tw.rev, nil
+	}
+	return 0, tw.beginRev, nil
+}
+
+func (tw *TxnWrite) delete(key []byte, lease int64) error {
+	sub := Revision{Main: tw.rev, Sub: tw.changes}
+	b := tw.w.b
+	tw.w.buf = appendDataKey(tw.w.buf[:0], key, sub)
+	if err := b.Set(tw.w.buf, appendValue(nil, version{tombstone: true}), nil); err != nil {
+		return err
+	}
+	tw.w.buf = appendChangeKey(tw.w.buf[:0], sub)
+	if err := b.Set(tw.w.buf, appendChange(nil, EventDelete, key), nil); err != nil {
+		return err
+	}
+	if lease != 0 {
+		if err := b.Delete(appendLeaseKey(nil, lease, key), nil); err != nil {
+			return err
+		}
+	}
+	tw.changes++
+	return nil
+}
+
