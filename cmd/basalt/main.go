@@ -1,0 +1,100 @@
+// Command basalt runs a Basalt node: a key-value store that speaks the etcd
+// v3 API. With no flags it starts a single node serving clients on
+// http://127.0.0.1:2379 with its data in ./default.basalt, as etcd does.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/basaltdb/basalt/internal/logging"
+	"github.com/basaltdb/basalt/internal/node"
+	"github.com/basaltdb/basalt/internal/version"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "basalt:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("basalt", flag.ContinueOnError)
+	var (
+		name            = fs.String("name", "default", "human-readable name for this member")
+		dataDir         = fs.String("data-dir", "", "path to the data directory (default ${name}.basalt)")
+		listenClient    = fs.String("listen-client-urls", "http://127.0.0.1:2379", "comma-separated URLs to listen on for client traffic")
+		advertiseClient = fs.String("advertise-client-urls", "", "comma-separated client URLs to advertise to the rest of the cluster (default: the listen URLs)")
+		listenPeer      = fs.String("listen-peer-urls", "http://127.0.0.1:2380", "URL to listen on for peer (Raft) traffic")
+		advertisePeer   = fs.String("initial-advertise-peer-urls", "", "peer URL to advertise to the rest of the cluster (default: the listen URL)")
+		clusterToken    = fs.String("initial-cluster-token", "etcd-cluster", "initial cluster token")
+		heartbeat       = fs.Int("heartbeat-interval", 100, "time (in milliseconds) of a heartbeat interval")
+		election        = fs.Int("election-timeout", 1000, "time (in milliseconds) for an election to timeout")
+		maxRequestBytes = fs.Int("max-request-bytes", 1536*1024, "maximum client request size in bytes the server will accept")
+		maxTxnOps       = fs.Int("max-txn-ops", 128, "maximum number of operations permitted in a transaction")
+		logLevel        = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		showVersion     = fs.Bool("version", false, "print the version and exit")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Printf("basalt version: %s\netcd API version: %s\n", version.Basalt, version.Etcd)
+		return nil
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	lg, err := logging.New(*logLevel)
+	if err != nil {
+		return err
+	}
+	defer lg.Sync() //nolint:errcheck // stderr
+
+	cfg := node.Config{
+		Name:                *name,
+		DataDir:             *dataDir,
+		ListenClientURLs:    splitURLs(*listenClient),
+		AdvertiseClientURLs: splitURLs(*advertiseClient),
+		ListenPeerURL:       *listenPeer,
+		AdvertisePeerURL:    *advertisePeer,
+		ClusterToken:        *clusterToken,
+		HeartbeatInterval:   time.Duration(*heartbeat) * time.Millisecond,
+		ElectionTimeout:     time.Duration(*election) * time.Millisecond,
+		MaxRequestBytes:     *maxRequestBytes,
+		MaxTxnOps:           *maxTxnOps,
+		Logger:              lg,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	n, err := node.Start(startCtx, cfg)
+	cancel()
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	lg.Info("shutting-down", zap.String("signal", "received"))
+	n.Stop()
+	lg.Info("stopped")
+	return nil
+}
+
+func splitURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}

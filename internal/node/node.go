@@ -1,0 +1,286 @@
+// Package node assembles one Basalt node from its parts (placement's Raft
+// host, the TSO, the coordinator and the router's client server) and takes
+// it down again in order. cmd/basalt and the in-process test harness both
+// start nodes through it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/lni/dragonboat/v4/raftio"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.uber.org/zap"
+
+	"github.com/basaltdb/basalt/internal/logging"
+	"github.com/basaltdb/basalt/placement"
+	"github.com/basaltdb/basalt/router"
+	"github.com/basaltdb/basalt/shard"
+	"github.com/basaltdb/basalt/txncoord"
+)
+
+// Config is a node's configuration, etcd's flags by another name.
+type Config struct {
+	Name    string
+	DataDir string
+	// ListenClientURLs are served (gRPC and HTTP on each).
+	ListenClientURLs []string
+	// AdvertiseClientURLs are what MemberList tells clients.
+	AdvertiseClientURLs []string
+	// ListenPeerURL is where the Raft transport listens.
+	ListenPeerURL string
+	// AdvertisePeerURL is the Raft address other nodes reach.
+	AdvertisePeerURL  string
+	ClusterToken      string
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	MaxRequestBytes   int
+	MaxTxnOps         int
+	Logger            *zap.Logger
+}
+
+// Validate checks the config and fills in etcd's defaults.
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		c.Name = "default"
+	}
+	if c.DataDir == "" {
+		c.DataDir = c.Name + ".basalt"
+	}
+	if len(c.ListenClientURLs) == 0 {
+		c.ListenClientURLs = []string{"http://127.0.0.1:2379"}
+	}
+	if len(c.AdvertiseClientURLs) == 0 {
+		c.AdvertiseClientURLs = c.ListenClientURLs
+	}
+	if c.ListenPeerURL == "" {
+		c.ListenPeerURL = "http://127.0.0.1:2380"
+	}
+	if c.AdvertisePeerURL == "" {
+		c.AdvertisePeerURL = c.ListenPeerURL
+	}
+	if c.ClusterToken == "" {
+		c.ClusterToken = "etcd-cluster"
+	}
+	for _, u := range append(append([]string{}, c.ListenClientURLs...), c.ListenPeerURL, c.AdvertisePeerURL) {
+		if _, err := hostPort(u); err != nil {
+			return err
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+// hostPort returns the host:port of an http URL.
+func hostPort(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("node: bad URL %q: %w", raw, err)
+	}
+	if u.Scheme != "http" {
+		return "", fmt.Errorf("node: URL %q: only http:// is supported", raw)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return "", fmt.Errorf("node: URL %q needs host:port: %w", raw, err)
+	}
+	return u.Host, nil
+}
+
+// Node is a running Basalt node.
+type Node struct {
+	cfg       Config
+	lg        *zap.Logger
+	host      *placement.Host
+	tso       *txncoord.TSO
+	tsoClient *txncoord.TSOClient
+	coord     *txncoord.Coordinator
+	server    *router.Server
+	listeners []net.Listener
+	member    *pb.Member
+}
+
+// Start starts a node and returns once it serves clients.
+func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logging.RouteDragonboat(cfg.Logger)
+	raftListen, _ := hostPort(cfg.ListenPeerURL)
+	raftAddr, _ := hostPort(cfg.AdvertisePeerURL)
+	n = &Node{cfg: cfg, lg: cfg.Logger}
+	defer func() {
+		if err != nil {
+			n.Stop()
+		}
+	}()
+	n.host, err = placement.Start(placement.Config{
+		Name:              cfg.Name,
+		DataDir:           cfg.DataDir,
+		RaftAddress:       raftAddr,
+		ListenAddress:     raftListen,
+		ClusterToken:      cfg.ClusterToken,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		ElectionTimeout:   cfg.ElectionTimeout,
+		Logger:            cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err = n.host.Bootstrap(ctx); err != nil {
+		return nil, err
+	}
+	n.tso = txncoord.NewTSO(n.host.MetaGroup(), 0)
+	n.host.OnLeaderChange(n.metaLeaderChanged)
+	if err = n.tso.Start(ctx); err != nil {
+		return nil, fmt.Errorf("node: start TSO: %w", err)
+	}
+	n.tsoClient = txncoord.NewTSOClient(n.tso)
+	if err = n.host.StartDataShards(ctx, n.tsoClient, nil); err != nil {
+		return nil, err
+	}
+	state, err := n.host.MetaGroup().ReadState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCache(state.Shards), n.host, n.host.MetaGroup(), nil, cfg.Logger)
+
+	n.member = &pb.Member{
+		ID:         memberID(cfg.ClusterToken, cfg.Name, cfg.AdvertisePeerURL),
+		Name:       cfg.Name,
+		PeerURLs:   []string{cfg.AdvertisePeerURL},
+		ClientURLs: cfg.AdvertiseClientURLs,
+	}
+	n.server, err = router.New(router.Config{
+		ClusterID:       clusterID(cfg.ClusterToken),
+		Member:          n.member,
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		MaxTxnOps:       cfg.MaxTxnOps,
+		Status:          n.status,
+		RaftTerm:        n.raftTerm,
+		Logger:          cfg.Logger,
+	}, n.coord)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range cfg.ListenClientURLs {
+		addr, _ := hostPort(u)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("node: listen for clients: %w", err)
+		}
+		n.listeners = append(n.listeners, l)
+		if err := n.server.Serve(l); err != nil {
+			return nil, err
+		}
+	}
+	n.lg.Info("ready-to-serve", zap.String("name", cfg.Name), zap.Strings("client-urls", cfg.ListenClientURLs), zap.String("data-dir", cfg.DataDir))
+	return n, nil
+}
+
+// metaLeaderChanged starts the TSO where the meta group's leader is and
+// stops it elsewhere.
+func (n *Node) metaLeaderChanged(info raftio.LeaderInfo) {
+	if info.ShardID != shard.MetaShardID || n.tso == nil {
+		return
+	}
+	if info.LeaderID != n.host.ReplicaID() {
+		n.tso.Stop()
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.tso.Start(ctx); err != nil {
+			n.lg.Warn("start-tso", zap.Error(err))
+		}
+	}()
+}
+
+// ClientAddrs returns the addresses the node serves clients on.
+func (n *Node) ClientAddrs() []string {
+	out := make([]string, len(n.listeners))
+	for i, l := range n.listeners {
+		out[i] = l.Addr().String()
+	}
+	return out
+}
+
+// Stop stops serving, stops the writers, lowers the TSO ceiling so that the
+// next start continues without a revision gap, and closes the store.
+func (n *Node) Stop() {
+	if n.server != nil {
+		n.server.Stop()
+	}
+	if n.host != nil {
+		for _, r := range n.host.Replicas() {
+			r.Stop()
+		}
+	}
+	if n.tso != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.tso.Release(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			n.lg.Warn("release-tso", zap.Error(err))
+		}
+		cancel()
+	}
+	if n.tsoClient != nil {
+		n.tsoClient.Close()
+	}
+	if n.host != nil {
+		n.host.Close()
+	}
+}
+
+func (n *Node) dataReplica() *shard.Replica {
+	reps := n.host.Replicas()
+	if len(reps) == 0 {
+		return nil
+	}
+	return reps[0]
+}
+
+func (n *Node) raftTerm() uint64 {
+	if rep := n.dataReplica(); rep != nil {
+		_, term := rep.Leader()
+		return term
+	}
+	return 0
+}
+
+func (n *Node) status() router.NodeStatus {
+	st := router.NodeStatus{DBSize: n.host.Store().DiskSize()}
+	if rep := n.dataReplica(); rep != nil {
+		leader, term := rep.Leader()
+		st.RaftTerm = term
+		st.RaftIndex = rep.Shard().AppliedIndex()
+		st.RaftAppliedIndex = st.RaftIndex
+		if leader == n.host.ReplicaID() {
+			st.Leader = n.member.ID
+		}
+	}
+	return st
+}
+
+// memberID derives a stable member id from the cluster token, the name and
+// the peer URL.
+func memberID(token, name, peerURL string) uint64 {
+	return fnv64(token + "\x00" + name + "\x00" + peerURL)
+}
+
+// clusterID derives the cluster id from the cluster token.
+func clusterID(token string) uint64 { return fnv64("cluster\x00" + token) }
+
+func fnv64(s string) uint64 {
+	var h uint64 = 14695981039346656037
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}

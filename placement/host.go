@@ -1,0 +1,375 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"go.uber.org/zap"
+
+	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/proto/basaltpb"
+	"github.com/basaltdb/basalt/shard"
+)
+
+// FirstDataShardID is the data shard a new cluster starts with; it owns the
+// whole key space.
+const FirstDataShardID = 2
+
+// Config configures a Host.
+type Config struct {
+	// Name is the node's human-readable name (etcd's --name).
+	Name string
+	// DataDir holds the node's Raft logs (raft/) and data (data/).
+	DataDir string
+	// RaftAddress is the host:port other nodes reach this node's Raft
+	// transport at.
+	RaftAddress string
+	// ListenAddress is where the Raft transport listens; empty means
+	// RaftAddress.
+	ListenAddress string
+	// ClusterToken tells clusters apart (etcd's --initial-cluster-token).
+	ClusterToken string
+	// HeartbeatInterval and ElectionTimeout are etcd's Raft timings.
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	// SnapshotEntries is how many applied entries trigger a Raft snapshot
+	// (and log compaction behind it).
+	SnapshotEntries uint64
+	// CacheBytes sizes the Pebble block cache; 0 picks the default.
+	CacheBytes int64
+	Sequencer  shard.SequencerConfig
+	Logger     *zap.Logger
+}
+
+// Validate checks the config and fills in defaults.
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		return errors.New("placement: a node needs a name")
+	}
+	if c.DataDir == "" {
+		return errors.New("placement: a node needs a data directory")
+	}
+	if c.RaftAddress == "" {
+		return errors.New("placement: a node needs a Raft address")
+	}
+	if c.ClusterToken == "" {
+		c.ClusterToken = "etcd-cluster"
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = 1000 * time.Millisecond
+	}
+	if c.HeartbeatInterval < time.Millisecond || c.ElectionTimeout < 5*c.HeartbeatInterval {
+		return fmt.Errorf("placement: election timeout %v must be at least 5 heartbeat intervals (%v)", c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 10000
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+// Host is one node's Raft machinery: its Pebble store, its dragonboat
+// NodeHost, and the replicas it holds (the meta group's and data shards').
+type Host struct {
+	cfg       Config
+	lg        *zap.Logger
+	store     *mvcc.Store
+	nh        *dragonboat.NodeHost
+	meta      *shard.MetaStateMachine
+	replicaID uint64
+
+	mu       sync.Mutex
+	dataSMs  map[uint64]*shard.DataStateMachine
+	replicas map[uint64]*shard.Replica
+	leaders  map[uint64]raftio.LeaderInfo
+	watchers []func(raftio.LeaderInfo)
+}
+
+// Start opens the store, starts the NodeHost and the meta group's replica.
+// A new node bootstraps a one-member cluster.
+func Start(cfg Config) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Host{
+		cfg:       cfg,
+		lg:        cfg.Logger,
+		replicaID: 1,
+		dataSMs:   make(map[uint64]*shard.DataStateMachine),
+		replicas:  make(map[uint64]*shard.Replica),
+		leaders:   make(map[uint64]raftio.LeaderInfo),
+	}
+	store, err := mvcc.Open(filepath.Join(cfg.DataDir, "data"), mvcc.Options{CacheBytes: cfg.CacheBytes, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	h.store = store
+	rtt := uint64(cfg.HeartbeatInterval / time.Millisecond)
+	nhc := config.NodeHostConfig{
+		DeploymentID:      deploymentID(cfg.ClusterToken),
+		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
+		RTTMillisecond:    rtt,
+		RaftAddress:       cfg.RaftAddress,
+		ListenAddress:     cfg.ListenAddress,
+		RaftEventListener: h,
+		Expert:            config.ExpertConfig{LogDB: config.GetTinyMemLogDBConfig()},
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("placement: start raft: %w", err)
+	}
+	h.nh = nh
+	h.meta = shard.NewMetaStateMachine(store, h.replicaID, h.lg)
+	members := map[uint64]dragonboat.Target{h.replicaID: cfg.RaftAddress}
+	create := func(uint64, uint64) sm.IOnDiskStateMachine { return h.meta }
+	if err := nh.StartOnDiskReplica(members, false, create, h.raftConfig(shard.MetaShardID)); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("placement: start meta group: %w", err)
+	}
+	return h, nil
+}
+
+func (h *Host) raftConfig(shardID uint64) config.Config {
+	return config.Config{
+		ShardID:            shardID,
+		ReplicaID:          h.replicaID,
+		HeartbeatRTT:       1,
+		ElectionRTT:        uint64(h.cfg.ElectionTimeout / h.cfg.HeartbeatInterval),
+		CheckQuorum:        true,
+		PreVote:            true,
+		SnapshotEntries:    h.cfg.SnapshotEntries,
+		CompactionOverhead: h.cfg.SnapshotEntries / 2,
+	}
+}
+
+// deploymentID turns the cluster token into dragonboat's deployment id, so
+// that nodes of different clusters ignore each other's messages.
+func deploymentID(token string) uint64 {
+	var h uint64 = 14695981039346656037 // FNV-1a
+	for i := 0; i < len(token); i++ {
+		h ^= uint64(token[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// Store returns the node's store.
+func (h *Host) Store() *mvcc.Store { return h.store }
+
+// NodeHost returns the dragonboat NodeHost.
+func (h *Host) NodeHost() *dragonboat.NodeHost { return h.nh }
+
+// ReplicaID returns this node's replica id.
+func (h *Host) ReplicaID() uint64 { return h.replicaID }
+
+// Meta returns the meta group's state machine.
+func (h *Host) Meta() *shard.MetaStateMachine { return h.meta }
+
+// Bootstrap waits for the meta group's leader and, on a new cluster, creates
+// the first data shard's descriptor.
+func (h *Host) Bootstrap(ctx context.Context) error {
+	if err := h.WaitLeader(ctx, shard.MetaShardID); err != nil {
+		return err
+	}
+	state, err := h.MetaGroup().ReadState(ctx)
+	if err != nil {
+		return err
+	}
+	if len(state.Shards) > 0 {
+		return nil
+	}
+	d := &basaltpb.ShardDescriptor{
+		ShardId:  FirstDataShardID,
+		Start:    nil,
+		End:      nil,
+		Replicas: map[uint64]string{h.replicaID: h.cfg.RaftAddress},
+		Epoch:    1,
+	}
+	return h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutShard{PutShard: &basaltpb.PutShard{Shard: d}}})
+}
+
+// StartDataShards starts this node's replicas of the data shards the meta
+// group describes, and their sequencers.
+func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator, leases mvcc.LeaseChecker) error {
+	state, err := h.MetaGroup().ReadState(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range state.Shards {
+		if _, ok := d.Replicas[h.replicaID]; !ok {
+			continue
+		}
+		dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, leases, h.lg)
+		members := make(map[uint64]dragonboat.Target, len(d.Replicas))
+		for id, addr := range d.Replicas {
+			members[id] = addr
+		}
+		create := func(uint64, uint64) sm.IOnDiskStateMachine { return dsm }
+		if err := h.nh.StartOnDiskReplica(members, false, create, h.raftConfig(d.ShardId)); err != nil {
+			return fmt.Errorf("placement: start shard %d: %w", d.ShardId, err)
+		}
+		if err := h.WaitLeader(ctx, d.ShardId); err != nil {
+			return err
+		}
+		rep, err := shard.NewReplica(ctx, h.nh, dsm, tso, leases, h.cfg.Sequencer, h.lg)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		h.dataSMs[d.ShardId] = dsm
+		h.replicas[d.ShardId] = rep
+		if info, ok := h.leaders[d.ShardId]; ok {
+			rep.SetLeader(info.LeaderID, info.Term)
+		}
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+// Replica returns this node's replica of a data shard.
+func (h *Host) Replica(shardID uint64) (*shard.Replica, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rep, ok := h.replicas[shardID]
+	if !ok {
+		return nil, fmt.Errorf("placement: no replica of shard %d on this node: %w", shardID, dragonboat.ErrShardNotFound)
+	}
+	return rep, nil
+}
+
+// Replicas returns this node's data shard replicas.
+func (h *Host) Replicas() []*shard.Replica {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*shard.Replica, 0, len(h.replicas))
+	for _, r := range h.replicas {
+		out = append(out, r)
+	}
+	return out
+}
+
+// LeaderUpdated records leadership changes; dragonboat calls it.
+func (h *Host) LeaderUpdated(info raftio.LeaderInfo) {
+	h.mu.Lock()
+	h.leaders[info.ShardID] = info
+	rep := h.replicas[info.ShardID]
+	watchers := h.watchers
+	h.mu.Unlock()
+	if rep != nil {
+		rep.SetLeader(info.LeaderID, info.Term)
+	}
+	for _, w := range watchers {
+		w(info)
+	}
+}
+
+// OnLeaderChange registers f to be called (on a Raft goroutine: it must not
+// block) at every leadership change of any group on this node.
+func (h *Host) OnLeaderChange(f func(raftio.LeaderInfo)) {
+	h.mu.Lock()
+	h.watchers = append(h.watchers, f)
+	h.mu.Unlock()
+}
+
+// WaitLeader waits until the shard has a leader.
+func (h *Host) WaitLeader(ctx context.Context, shardID uint64) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, _, ok, err := h.nh.GetLeaderID(shardID); err == nil && ok {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("placement: shard %d has no leader: %w", shardID, ctx.Err())
+		}
+	}
+}
+
+// RaftStatus reports what etcd's Maintenance.Status shows of Raft for the
+// group: its leader replica, term and this replica's applied index.
+type RaftStatus struct {
+	LeaderID  uint64
+	Term      uint64
+	Applied   uint64
+	IsLearner bool
+}
+
+// Status returns the Raft status of a group on this node.
+func (h *Host) Status(shardID uint64) RaftStatus {
+	leader, term, _, _ := h.nh.GetLeaderID(shardID)
+	st := RaftStatus{LeaderID: leader, Term: term}
+	if shardID == shard.MetaShardID {
+		return st
+	}
+	if rep, err := h.Replica(shardID); err == nil {
+		st.Applied = rep.Shard().AppliedIndex()
+	}
+	return st
+}
+
+// Close stops the sequencers, the NodeHost and the store.
+func (h *Host) Close() {
+	for _, r := range h.Replicas() {
+		r.Stop()
+	}
+	if h.nh != nil {
+		h.nh.Close()
+	}
+	if h.store != nil {
+		if err := h.store.Close(); err != nil {
+			h.lg.Warn("close-store", zap.Error(err))
+		}
+	}
+}
+
+// MetaGroup returns the meta group as the TSO and coordinator use it.
+func (h *Host) MetaGroup() MetaGroup { return MetaGroup{h: h} }
+
+// MetaGroup proposes to and reads the meta group through this node.
+type MetaGroup struct{ h *Host }
+
+// ReadState reads the meta state linearizably (ReadIndex on the group).
+func (m MetaGroup) ReadState(ctx context.Context) (*basaltpb.MetaState, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	v, err := m.h.nh.SyncRead(ctx, shard.MetaShardID, nil)
+	if err != nil {
+		return nil, err
+	}
+	return v.(*basaltpb.MetaState), nil
+}
+
+// Propose proposes a meta command and waits until it is applied.
+func (m MetaGroup) Propose(ctx context.Context, cmd *basaltpb.MetaCommand) error {
+	data, err := shard.EncodeMetaCommand(cmd)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	_, err = m.h.nh.SyncPropose(ctx, m.h.nh.GetNoOPSession(shard.MetaShardID), data)
+	return err
+}
+
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, 10*time.Second)
+}

@@ -1,0 +1,201 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"math"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/mvcc"
+)
+
+// kvServer is etcd's KV service over the coordinator.
+type kvServer struct {
+	pb.UnimplementedKVServer
+	s *Server
+}
+
+func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := checkRangeRequest(r); err != nil {
+		return nil, err
+	}
+	rctx, cancel := k.s.requestContext(ctx)
+	defer cancel()
+	resp, err := k.s.coord.Range(rctx, r)
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	k.s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := checkPutRequest(r); err != nil {
+		return nil, err
+	}
+	if err := checkRequestSize(r, k.s.cfg.MaxRequestBytes); err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	rctx, cancel := k.s.requestContext(ctx)
+	defer cancel()
+	resp, err := k.s.coord.Put(rctx, r)
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	k.s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	if err := checkDeleteRequest(r); err != nil {
+		return nil, err
+	}
+	if err := checkRequestSize(r, k.s.cfg.MaxRequestBytes); err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	rctx, cancel := k.s.requestContext(ctx)
+	defer cancel()
+	resp, err := k.s.coord.DeleteRange(rctx, r)
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	k.s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if err := checkTxnRequest(r, k.s.cfg.MaxTxnOps); err != nil {
+		return nil, err
+	}
+	if _, _, err := checkIntervals(r.Success); err != nil {
+		return nil, err
+	}
+	if _, _, err := checkIntervals(r.Failure); err != nil {
+		return nil, err
+	}
+	if !txnReadonly(r) {
+		if err := checkRequestSize(r, k.s.cfg.MaxRequestBytes); err != nil {
+			return nil, toGRPCError(ctx, err)
+		}
+	}
+	rctx, cancel := k.s.requestContext(ctx)
+	defer cancel()
+	resp, err := k.s.coord.Txn(rctx, r)
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	k.s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	rctx, cancel := k.s.requestContext(ctx)
+	defer cancel()
+	resp, err := k.s.coord.Compact(rctx, r)
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	k.s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// RangeStream sends a range in chunks, all at the revision of the first
+// chunk, as etcd 3.7 does: each chunk but the last carries only keys; the
+// last carries the header, more and the total count.
+func (k *kvServer) RangeStream(r *pb.RangeRequest, stream pb.KV_RangeStreamServer) error {
+	ctx := stream.Context()
+	if err := checkRangeRequest(r); err != nil {
+		return err
+	}
+	if !mvcc.IsDefaultOrdering(r.SortTarget, r.SortOrder) {
+		return status.Errorf(codes.Unimplemented, "RangeStream does not support custom sort orders")
+	}
+	if mvcc.HasRevisionFilters(r) {
+		return status.Errorf(codes.Unimplemented, "RangeStream does not support revision filters")
+	}
+	r = proto.Clone(r).(*pb.RangeRequest)
+	if r.CountOnly {
+		resp, err := k.s.coord.Range(ctx, r)
+		if err != nil {
+			return toGRPCError(ctx, err)
+		}
+		out := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: resp.Header.Revision}, Count: resp.Count}
+		k.s.fillHeader(out.Header)
+		return stream.Send(&pb.RangeStreamResponse{RangeResponse: out})
+	}
+	total := r.Limit
+	if total == 0 {
+		total = math.MaxInt64
+	}
+	r.Limit = min(streamChunkLimit, total)
+	var count, headerRev int64
+	for {
+		resp, err := k.s.coord.Range(ctx, r)
+		if err != nil {
+			return toGRPCError(ctx, err)
+		}
+		if headerRev == 0 {
+			headerRev = resp.Header.Revision
+			if r.Revision == 0 {
+				r.Revision = headerRev
+			}
+		}
+		count += int64(len(resp.Kvs))
+		var next []byte
+		if resp.More {
+			next = append(bytes.Clone(resp.Kvs[len(resp.Kvs)-1].Key), 0)
+		}
+		out := &pb.RangeResponse{Kvs: resp.Kvs}
+		done := !resp.More || count == total
+		if done {
+			out.Header = &pb.ResponseHeader{Revision: headerRev}
+			out.More = resp.More
+			out.Count = count
+			if resp.More {
+				rest, err := k.s.coord.Range(ctx, &pb.RangeRequest{Key: next, RangeEnd: r.RangeEnd, Revision: r.Revision, CountOnly: true})
+				if err != nil {
+					return toGRPCError(ctx, err)
+				}
+				out.Count += rest.Count
+			}
+			k.s.fillHeader(out.Header)
+		}
+		if err := stream.Send(&pb.RangeStreamResponse{RangeResponse: out}); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		r.Key = next
+		r.Limit = min(nextChunkLimit(r.Limit, proto.Size(resp), k.s.cfg.MaxRequestBytes), total-count)
+	}
+}
+
+const streamChunkLimit = 10
+
+// nextChunkLimit doubles or halves the chunk size to keep chunks near the
+// target size.
+func nextChunkLimit(last int64, lastSize, target int) int64 {
+	switch {
+	case lastSize < target/2:
+		last *= 2
+	case lastSize > target*2:
+		last /= 2
+	}
+	return max(last, 1)
+}
+
+func txnReadonly(r *pb.TxnRequest) bool {
+	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range branch {
+			if op.GetRequestRange() == nil {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,202 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/soheilhy/cmux"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/basaltdb/basalt/txncoord"
+)
+
+// grpcOverheadBytes is what etcd allows a gRPC message beyond
+// --max-request-bytes, so that an oversized request reaches the server and
+// gets etcd's "request is too large" rather than a transport error.
+const grpcOverheadBytes = 512 * 1024
+
+// NodeStatus is what Maintenance.Status reports of the node.
+type NodeStatus struct {
+	// Leader is the member id of the data shard's leader, 0 when unknown.
+	Leader           uint64
+	RaftTerm         uint64
+	RaftIndex        uint64
+	RaftAppliedIndex uint64
+	DBSize           int64
+}
+
+// Config configures the client-facing server.
+type Config struct {
+	ClusterID uint64
+	// Member is this node as MemberList shows it.
+	Member *pb.Member
+	// MaxRequestBytes is etcd's --max-request-bytes (default 1.5 MiB).
+	MaxRequestBytes int
+	// MaxTxnOps is etcd's --max-txn-ops (default 128).
+	MaxTxnOps int
+	// RequestTimeout bounds a request whose client set no deadline.
+	RequestTimeout time.Duration
+	// Status reports the node's Raft and storage status.
+	Status func() NodeStatus
+	// RaftTerm returns the term reported in response headers.
+	RaftTerm func() uint64
+	Logger   *zap.Logger
+}
+
+// Validate checks the config and fills in defaults.
+func (c *Config) Validate() error {
+	if c.Member == nil || c.Status == nil || c.RaftTerm == nil {
+		return errors.New("router: config needs Member, Status and RaftTerm")
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = 1536 * 1024
+	}
+	if c.MaxRequestBytes < 0 {
+		return errors.New("router: --max-request-bytes must be positive")
+	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = 128
+	}
+	if c.MaxTxnOps < 0 {
+		return errors.New("router: --max-txn-ops must be positive")
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 7 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+// Server serves etcd's gRPC API and its HTTP/JSON gateway on the client
+// listeners, one port for both as etcd does.
+type Server struct {
+	cfg   Config
+	coord *txncoord.Coordinator
+	grpc  *grpc.Server
+	lg    *zap.Logger
+
+	mu      sync.Mutex
+	muxes   []cmux.CMux
+	https   []*http.Server
+	gwConns []interface{ Close() error }
+	wg      sync.WaitGroup
+}
+
+// New builds the server; Serve starts it on listeners.
+func New(cfg Config, coord *txncoord.Coordinator) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, coord: coord, lg: cfg.Logger}
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+	)
+	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
+	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
+	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, hs)
+	return s, nil
+}
+
+// Serve serves gRPC and HTTP on l until Stop. It returns at once; serving
+// goroutines are owned by the server.
+func (s *Server) Serve(l net.Listener) error {
+	m := cmux.New(l)
+	grpcL := m.Match(cmux.HTTP2())
+	httpL := m.Match(cmux.HTTP1Fast())
+	handler, conn, err := s.httpHandler(l.Addr().String())
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Minute}
+	s.mu.Lock()
+	s.muxes = append(s.muxes, m)
+	s.https = append(s.https, hs)
+	s.gwConns = append(s.gwConns, conn)
+	s.mu.Unlock()
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		_ = s.grpc.Serve(grpcL)
+	}()
+	go func() {
+		defer s.wg.Done()
+		_ = hs.Serve(httpL)
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := m.Serve(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, cmux.ErrListenerClosed) {
+			s.lg.Debug("client-listener-closed", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// Stop stops accepting, ends open streams and waits for the serving
+// goroutines.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	muxes, https, conns := s.muxes, s.https, s.gwConns
+	s.muxes, s.https, s.gwConns = nil, nil, nil
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	for _, hs := range https {
+		_ = hs.Close()
+	}
+	s.grpc.Stop()
+	for _, m := range muxes {
+		m.Close()
+	}
+	s.wg.Wait()
+}
+
+// requestContext bounds a request whose client set no deadline.
+func (s *Server) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+}
+
+// fillHeader sets what etcd sets in every response header besides the
+// revision.
+func (s *Server) fillHeader(h *pb.ResponseHeader) {
+	h.ClusterId = s.cfg.ClusterID
+	h.MemberId = s.cfg.Member.ID
+	h.RaftTerm = s.cfg.RaftTerm()
+}
+
+// fillHeaderCurrent fills a header with the current revision.
+func (s *Server) fillHeaderCurrent(ctx context.Context, h *pb.ResponseHeader) error {
+	rctx, cancel := s.requestContext(ctx)
+	defer cancel()
+	rev, err := s.coord.CurrentRevision(rctx)
+	if err != nil {
+		return toGRPCError(ctx, err)
+	}
+	h.Revision = rev
+	s.fillHeader(h)
+	return nil
+}
+
+func (s *Server) status() NodeStatus { return s.cfg.Status() }

@@ -1,0 +1,198 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cockroachdb/pebble/v2"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/proto/basaltpb"
+)
+
+// DataStateMachine is a data shard's replica state: dragonboat's
+// IOnDiskStateMachine over the shard's part of the node's mvcc store. Apply
+// is deterministic: it reads only the entries and the stored state.
+type DataStateMachine struct {
+	shardID   uint64
+	replicaID uint64
+	store     *mvcc.Store
+	start     []byte
+	end       []byte
+	leases    mvcc.LeaseChecker
+	lg        *zap.Logger
+
+	sh     *mvcc.Shard   // set by Open
+	opened chan struct{} // closed by Open
+}
+
+var _ sm.IOnDiskStateMachine = (*DataStateMachine)(nil)
+
+// NewDataStateMachine returns the state machine of one replica of a data
+// shard that owns [start, end) when it is first created.
+func NewDataStateMachine(store *mvcc.Store, shardID, replicaID uint64, start, end []byte, leases mvcc.LeaseChecker, lg *zap.Logger) *DataStateMachine {
+	return &DataStateMachine{
+		shardID: shardID, replicaID: replicaID, store: store, start: start, end: end, leases: leases,
+		lg:     lg.With(zap.Uint64("shard-id", shardID), zap.Uint64("replica-id", replicaID)),
+		opened: make(chan struct{}),
+	}
+}
+
+// Open loads the shard and returns the Raft index of the last applied entry.
+func (s *DataStateMachine) Open(<-chan struct{}) (uint64, error) {
+	sh, err := s.store.OpenShard(s.shardID, s.start, s.end)
+	if err != nil {
+		return 0, err
+	}
+	s.sh = sh
+	close(s.opened)
+	return sh.AppliedIndex(), nil
+}
+
+// Shard returns the mvcc shard; valid after Open.
+func (s *DataStateMachine) Shard() *mvcc.Shard { return s.sh }
+
+// Update applies committed entries in one Pebble batch together with the
+// index of the last one.
+func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
+	w := s.sh.NewWriter()
+	if s.sh.AppliedIndex() == 0 {
+		// First entry ever: record the span the shard was created with.
+		w.SetSpan(s.start, s.end)
+	}
+	for i := range entries {
+		result, err := s.apply(w, entries[i].Cmd)
+		if err != nil {
+			w.Abort()
+			s.lg.Error("apply-failed", zap.Uint64("index", entries[i].Index), zap.Error(err))
+			return nil, err
+		}
+		entries[i].Result = sm.Result{Value: 1, Data: result}
+	}
+	if err := w.Commit(entries[len(entries)-1].Index); err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte) ([]byte, error) {
+	var c basaltpb.DataCommand
+	if err := proto.Unmarshal(cmd, &c); err != nil {
+		return nil, fmt.Errorf("shard: undecodable data command: %w", err)
+	}
+	switch c := c.Command.(type) {
+	case *basaltpb.DataCommand_WriteBatch:
+		return s.applyWrites(w, c.WriteBatch)
+	case *basaltpb.DataCommand_Compact:
+		code := basaltpb.ErrorCode_OK
+		if c.Compact.Revision <= w.CompactRev() {
+			code = basaltpb.ErrorCode_COMPACTED
+		} else if err := w.Compact(c.Compact.Revision); err != nil {
+			return nil, err
+		}
+		return proto.Marshal(&basaltpb.CompactResult{Error: code})
+	default:
+		return nil, fmt.Errorf("shard: unknown data command %T", c)
+	}
+}
+
+func (s *DataStateMachine) applyWrites(w *mvcc.Writer, b *basaltpb.WriteBatch) ([]byte, error) {
+	out := &basaltpb.WriteBatchResult{Results: make([]*basaltpb.WriteResult, len(b.Writes))}
+	for i, wr := range b.Writes {
+		res := &basaltpb.WriteResult{}
+		out.Results[i] = res
+		if wr.Revision <= w.Rev() {
+			// Proposed by a deposed leader: its revision is not above what
+			// this shard has applied.
+			res.Error = basaltpb.ErrorCode_STALE_REVISION
+			continue
+		}
+		var txn pb.TxnRequest
+		if err := proto.Unmarshal(wr.Txn, &txn); err != nil {
+			return nil, fmt.Errorf("shard: undecodable txn at revision %d: %w", wr.Revision, err)
+		}
+		resp, changed, err := w.ApplyTxn(context.Background(), wr.Revision, &txn, s.leases)
+		switch {
+		case err != nil:
+			code, ok := errorCode(err)
+			if !ok {
+				return nil, err
+			}
+			res.Error = code
+		case !changed:
+			res.Error = basaltpb.ErrorCode_NO_WRITE
+		default:
+			if res.TxnResponse, err = proto.Marshal(resp); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return proto.Marshal(out)
+}
+
+// Lookup is not used: reads go through the mvcc shard after ReadIndex.
+func (s *DataStateMachine) Lookup(any) (any, error) { return nil, errors.New("shard: lookup not supported") }
+
+// Sync makes applied entries durable.
+func (s *DataStateMachine) Sync() error { return s.store.Sync() }
+
+// PrepareSnapshot pins the current state.
+func (s *DataStateMachine) PrepareSnapshot() (any, error) { return s.store.DB().NewSnapshot(), nil }
+
+// SaveSnapshot streams the pinned state of the shard.
+func (s *DataStateMachine) SaveSnapshot(ctx any, w io.Writer, _ <-chan struct{}) error {
+	snap := ctx.(*pebble.Snapshot)
+	defer snap.Close()
+	return s.sh.WriteSnapshot(snap, w)
+}
+
+// RecoverFromSnapshot replaces the shard's state with a snapshot's.
+func (s *DataStateMachine) RecoverFromSnapshot(r io.Reader, _ <-chan struct{}) error {
+	return s.sh.RecoverSnapshot(r)
+}
+
+// Close releases nothing: the store belongs to the node.
+func (s *DataStateMachine) Close() error { return nil }
+
+// errorCode maps the errors a transaction returns for its input to result
+// codes; any other error is a failure of the store.
+func errorCode(err error) (basaltpb.ErrorCode, bool) {
+	switch {
+	case errors.Is(err, mvcc.ErrKeyNotFound):
+		return basaltpb.ErrorCode_KEY_NOT_FOUND, true
+	case errors.Is(err, mvcc.ErrLeaseNotFound):
+		return basaltpb.ErrorCode_LEASE_NOT_FOUND, true
+	case errors.Is(err, mvcc.ErrFutureRev):
+		return basaltpb.ErrorCode_FUTURE_REVISION, true
+	case errors.Is(err, mvcc.ErrCompacted):
+		return basaltpb.ErrorCode_COMPACTED, true
+	}
+	return 0, false
+}
+
+// codeError is the inverse of errorCode.
+func codeError(code basaltpb.ErrorCode) error {
+	switch code {
+	case basaltpb.ErrorCode_OK:
+		return nil
+	case basaltpb.ErrorCode_KEY_NOT_FOUND:
+		return mvcc.ErrKeyNotFound
+	case basaltpb.ErrorCode_LEASE_NOT_FOUND:
+		return mvcc.ErrLeaseNotFound
+	case basaltpb.ErrorCode_FUTURE_REVISION:
+		return mvcc.ErrFutureRev
+	case basaltpb.ErrorCode_COMPACTED:
+		return mvcc.ErrCompacted
+	case basaltpb.ErrorCode_NO_WRITE:
+		return ErrNoWrite
+	case basaltpb.ErrorCode_STALE_REVISION:
+		return ErrStaleRevision
+	}
+	return fmt.Errorf("shard: unknown result code %v", code)
+}

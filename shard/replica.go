@@ -1,0 +1,151 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/proto/basaltpb"
+)
+
+// Replica is this node's replica of one data shard: its state machine, and
+// while it leads, the sequencer that orders the shard's writes.
+type Replica struct {
+	shardID   uint64
+	replicaID uint64
+	nh        *dragonboat.NodeHost
+	sm        *DataStateMachine
+	seq       *Sequencer
+	lg        *zap.Logger
+
+	leader atomic.Uint64 // replica id of the leader as last reported; 0 unknown
+	term   atomic.Uint64
+}
+
+// NewReplica wires a replica started on nh to its sequencer, once its state
+// machine is open.
+func NewReplica(ctx context.Context, nh *dragonboat.NodeHost, sm *DataStateMachine, tso RevisionAllocator, leases mvcc.LeaseChecker, cfg SequencerConfig, lg *zap.Logger) (*Replica, error) {
+	select {
+	case <-sm.opened:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	user, err := nh.GetNodeUser(sm.shardID)
+	if err != nil {
+		return nil, err
+	}
+	r := &Replica{shardID: sm.shardID, replicaID: sm.replicaID, nh: nh, sm: sm, lg: lg}
+	r.seq = NewSequencer(cfg, sm.shardID, user, nh.GetNoOPSession(sm.shardID), sm.Shard(), tso, leases, lg)
+	return r, nil
+}
+
+// Stop stops the sequencer.
+func (r *Replica) Stop() { r.seq.Stop() }
+
+// ShardID returns the shard's id.
+func (r *Replica) ShardID() uint64 { return r.shardID }
+
+// Shard returns the replica's mvcc shard.
+func (r *Replica) Shard() *mvcc.Shard { return r.sm.Shard() }
+
+// SetLeader records a leadership change reported by Raft.
+func (r *Replica) SetLeader(leaderID, term uint64) {
+	r.leader.Store(leaderID)
+	r.term.Store(term)
+}
+
+// Leader returns the leader's replica id (0 when unknown) and the term.
+func (r *Replica) Leader() (uint64, uint64) { return r.leader.Load(), r.term.Load() }
+
+// IsLeader reports whether this replica leads its shard, as last reported.
+func (r *Replica) IsLeader() bool { return r.leader.Load() == r.replicaID }
+
+// Write sequences a write transaction on the leader.
+func (r *Replica) Write(ctx context.Context, txn *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if !r.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	return r.seq.Write(ctx, txn)
+}
+
+// ReadAt returns a view of the shard at rev for a linearizable read: it
+// waits until every write of the shard at or below rev is applied, then
+// confirms leadership with a ReadIndex, which also waits until this replica
+// has applied everything committed before the read.
+func (r *Replica) ReadAt(ctx context.Context, rev int64) (*mvcc.ReadView, error) {
+	if !r.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	if err := r.seq.WaitResolved(ctx, rev); err != nil {
+		return nil, err
+	}
+	if err := r.readIndex(ctx); err != nil {
+		return nil, err
+	}
+	return r.sm.Shard().ViewAt(rev), nil
+}
+
+// View returns a view of the replica's applied state, for serializable
+// reads: no Raft round trip, possibly behind the leader.
+func (r *Replica) View() *mvcc.ReadView { return r.sm.Shard().View() }
+
+func (r *Replica) readIndex(ctx context.Context) error {
+	rs, err := r.nh.ReadIndex(r.shardID, timeoutOf(ctx))
+	if err != nil {
+		return err
+	}
+	defer rs.Release()
+	select {
+	case res := <-rs.ResultC():
+		if res.Completed() {
+			return nil
+		}
+		if res.Dropped() {
+			return dragonboat.ErrShardNotReady
+		}
+		return dragonboat.ErrTimeout
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Compact compacts the shard at rev through its Raft log. It returns
+// mvcc.ErrCompacted when the shard is already compacted at or above rev.
+func (r *Replica) Compact(ctx context.Context, rev int64) error {
+	cmd, err := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Compact{Compact: &basaltpb.CompactCommand{Revision: rev}}})
+	if err != nil {
+		return err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
+	res, err := r.nh.SyncPropose(ctx, r.nh.GetNoOPSession(r.shardID), cmd)
+	if err != nil {
+		return err
+	}
+	var out basaltpb.CompactResult
+	if err := proto.Unmarshal(res.Data, &out); err != nil {
+		return fmt.Errorf("shard: undecodable compact result: %w", err)
+	}
+	return codeError(out.Error)
+}
+
+// timeoutOf is the time left before ctx's deadline, or a default.
+func timeoutOf(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Millisecond
+	}
+	return 10 * time.Second
+}

@@ -1,0 +1,487 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/client"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/proto/basaltpb"
+)
+
+// RevisionAllocator hands out cluster-wide revisions: Allocate(n) returns
+// the first of n consecutive revisions, all above any revision handed out or
+// reported current before the call.
+type RevisionAllocator interface {
+	Allocate(ctx context.Context, n int) (first int64, err error)
+}
+
+// Proposer appends commands to a shard's Raft log (dragonboat's
+// INodeUser); commands proposed in order are appended in order.
+type Proposer interface {
+	Propose(s *client.Session, cmd []byte, timeout time.Duration) (*dragonboat.RequestState, error)
+}
+
+// SequencerConfig configures a Sequencer.
+type SequencerConfig struct {
+	// MaxBatch caps the writes of one Raft entry.
+	MaxBatch int
+	// MaxBatchBytes caps the marshaled size of one Raft entry.
+	MaxBatchBytes int
+	// MaxInflight caps the entries proposed and not yet applied.
+	MaxInflight int
+	// QueueSize caps the writes waiting to be sequenced.
+	QueueSize int
+	// ProposalTimeout bounds one proposal.
+	ProposalTimeout time.Duration
+}
+
+func (c *SequencerConfig) setDefaults() {
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 512
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 4 << 20
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 16
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 8192
+	}
+	if c.ProposalTimeout == 0 {
+		c.ProposalTimeout = 10 * time.Second
+	}
+}
+
+// Sequencer orders the writes of one shard at its leader (DESIGN §5). It
+// batches waiting writes, evaluates those whose outcome depends on stored
+// state, takes one run of revisions from the TSO per batch for the writes
+// that will change state, and proposes the batch as one Raft entry. Batches
+// are proposed in revision order and pipelined: the next batch is proposed
+// before the previous one is applied.
+//
+// A conditional write (compares, deletes, ignore_value/ignore_lease) is
+// evaluated only when no write proposed before it touches what it reads; it
+// waits until those are applied. Apply evaluates it again and is the
+// authority; with the latches both agree, so revisions stay dense.
+//
+// The sequencer also tracks which revisions of the shard are resolved: a
+// read at R may proceed once no allocation is under way and every batch with
+// a revision at or below R is applied (WaitResolved).
+type Sequencer struct {
+	cfg      SequencerConfig
+	shardID  uint64
+	proposer Proposer
+	session  *client.Session
+	sh       *mvcc.Shard
+	tso      RevisionAllocator
+	leases   mvcc.LeaseChecker
+	lg       *zap.Logger
+
+	reqc      chan *writeReq
+	kickc     chan struct{}
+	completec chan *inflightBatch
+	stopc     chan struct{}
+	wg        sync.WaitGroup
+
+	mu         sync.Mutex
+	inflight   []*inflightBatch // proposed, not yet applied; revision order
+	latches    *latchSet        // write spans of inflight
+	allocating bool
+	changed    chan struct{} // closed and replaced when inflight or allocating change
+	waiting    []*writeReq   // deferred until what they read is applied
+	stopped    bool
+}
+
+type writeReq struct {
+	ctx   context.Context
+	txn   *pb.TxnRequest
+	data  []byte // txn marshaled, done by the caller's goroutine
+	shape txnShape
+	done  chan writeResult
+}
+
+type writeResult struct {
+	resp []byte // marshaled TxnResponse
+	err  error
+}
+
+type inflightBatch struct {
+	first, last int64
+	reqs        []*writeReq
+	rs          *dragonboat.RequestState
+}
+
+// NewSequencer starts the sequencer of one shard.
+func NewSequencer(cfg SequencerConfig, shardID uint64, proposer Proposer, session *client.Session, sh *mvcc.Shard, tso RevisionAllocator, leases mvcc.LeaseChecker, lg *zap.Logger) *Sequencer {
+	cfg.setDefaults()
+	s := &Sequencer{
+		cfg: cfg, shardID: shardID, proposer: proposer, session: session, sh: sh, tso: tso, leases: leases,
+		lg:        lg.With(zap.Uint64("shard-id", shardID)),
+		reqc:      make(chan *writeReq, cfg.QueueSize),
+		kickc:     make(chan struct{}, 1),
+		completec: make(chan *inflightBatch, cfg.MaxInflight),
+		stopc:     make(chan struct{}),
+		latches:   newLatchSet(),
+		changed:   make(chan struct{}),
+	}
+	s.wg.Add(2)
+	go s.run()
+	go s.complete()
+	return s
+}
+
+// Stop fails every pending write with ErrStopped and waits for the
+// sequencer's goroutines. A write already proposed may still be applied.
+func (s *Sequencer) Stop() {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	s.mu.Unlock()
+	close(s.stopc)
+	s.wg.Wait()
+
+	s.mu.Lock()
+	var pending []*writeReq
+	for _, b := range s.inflight {
+		pending = append(pending, b.reqs...)
+	}
+	pending = append(pending, s.waiting...)
+	s.inflight, s.waiting = nil, nil
+	s.broadcastLocked()
+	s.mu.Unlock()
+	for {
+		select {
+		case r := <-s.reqc:
+			pending = append(pending, r)
+			continue
+		default:
+		}
+		break
+	}
+	for _, r := range pending {
+		r.done <- writeResult{err: ErrStopped}
+	}
+}
+
+// Write sequences a write transaction and returns its response once it is
+// applied. ErrNoWrite means the chosen branch changes nothing: the caller
+// answers it as a read.
+func (s *Sequencer) Write(ctx context.Context, txn *pb.TxnRequest) (*pb.TxnResponse, error) {
+	data, err := proto.Marshal(txn)
+	if err != nil {
+		return nil, err
+	}
+	r := &writeReq{ctx: ctx, txn: txn, data: data, shape: shapeOf(txn), done: make(chan writeResult, 1)}
+	select {
+	case s.reqc <- r:
+	case <-s.stopc:
+		return nil, ErrStopped
+	default:
+		return nil, ErrBusy
+	}
+	var res writeResult
+	select {
+	case res = <-r.done:
+	case <-ctx.Done():
+		// The write may still be applied; the caller cannot know.
+		return nil, ctx.Err()
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	resp := &pb.TxnResponse{}
+	if err := proto.Unmarshal(res.resp, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// WaitResolved returns once every write of the shard at or below rev is
+// applied (or failed), and no allocation is under way that could return
+// such a revision.
+func (s *Sequencer) WaitResolved(ctx context.Context, rev int64) error {
+	for {
+		s.mu.Lock()
+		blocked := s.allocating || (len(s.inflight) > 0 && s.inflight[0].first <= rev)
+		changed, stopped := s.changed, s.stopped
+		s.mu.Unlock()
+		if !blocked {
+			return nil
+		}
+		if stopped {
+			return ErrStopped
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stopc:
+			return ErrStopped
+		}
+	}
+}
+
+// broadcastLocked wakes WaitResolved callers.
+func (s *Sequencer) broadcastLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *Sequencer) run() {
+	defer s.wg.Done()
+	var incoming []*writeReq
+	for {
+		incoming = incoming[:0]
+		select {
+		case <-s.stopc:
+			return
+		case r := <-s.reqc:
+			incoming = append(incoming, r)
+		drain:
+			for len(incoming) < s.cfg.MaxBatch {
+				select {
+				case r := <-s.reqc:
+					incoming = append(incoming, r)
+				default:
+					break drain
+				}
+			}
+		case <-s.kickc:
+		}
+		s.sequence(incoming)
+	}
+}
+
+// sequence admits the waiting writes (oldest first) and the incoming ones,
+// and proposes those that write.
+func (s *Sequencer) sequence(incoming []*writeReq) {
+	s.mu.Lock()
+	candidates := append(s.waiting, incoming...)
+	s.waiting = nil
+	s.mu.Unlock()
+
+	var (
+		batch   []*writeReq
+		size    int
+		held    = newLatchSet() // write spans of this batch
+		blocked = newLatchSet() // spans of writes deferred in this pass
+	)
+	defer func() {
+		if len(batch) > 0 {
+			s.propose(batch)
+		}
+	}()
+	for i, r := range candidates {
+		if len(batch) >= s.cfg.MaxBatch || size+len(r.data) > s.cfg.MaxBatchBytes && len(batch) > 0 {
+			// The rest waits for the next pass.
+			s.mu.Lock()
+			s.waiting = append(s.waiting, candidates[i:]...)
+			s.mu.Unlock()
+			s.kick()
+			return
+		}
+		if r.ctx.Err() != nil {
+			r.done <- writeResult{err: r.ctx.Err()}
+			continue
+		}
+		// Keep arrival order among writes that touch the same keys: a write
+		// never overtakes an earlier one that is waiting.
+		if blocked.overlaps(r.shape.writes) || blocked.overlaps(r.shape.reads) {
+			s.deferWrite(r, blocked)
+			continue
+		}
+		if r.shape.conditional {
+			s.mu.Lock()
+			busy := s.latches.overlaps(r.shape.reads)
+			s.mu.Unlock()
+			if busy || held.overlaps(r.shape.reads) {
+				s.deferWrite(r, blocked)
+				continue
+			}
+			if err := s.evaluate(r); err != nil {
+				r.done <- writeResult{err: err}
+				continue
+			}
+		}
+		batch = append(batch, r)
+		size += len(r.data)
+		held.add(r.shape.writes)
+	}
+}
+
+func (s *Sequencer) deferWrite(r *writeReq, blocked *latchSet) {
+	blocked.add(r.shape.reads)
+	blocked.add(r.shape.writes)
+	s.mu.Lock()
+	s.waiting = append(s.waiting, r)
+	s.mu.Unlock()
+}
+
+func (s *Sequencer) kick() {
+	select {
+	case s.kickc <- struct{}{}:
+	default:
+	}
+}
+
+// evaluate decides a conditional write against the applied state, which no
+// pending write touches where it reads: nil when it writes, the error to
+// answer otherwise (ErrNoWrite when it changes nothing).
+func (s *Sequencer) evaluate(r *writeReq) error {
+	view := s.sh.View()
+	path := mvcc.TxnPath(r.ctx, view, r.txn)
+	if err := mvcc.CheckTxn(r.ctx, view, r.txn, s.leases, path); err != nil {
+		return err
+	}
+	writes, err := mvcc.PathWrites(r.ctx, view, r.txn, path)
+	if err != nil {
+		return err
+	}
+	if !writes {
+		return ErrNoWrite
+	}
+	return nil
+}
+
+// propose takes revisions for the batch and proposes it as one entry.
+func (s *Sequencer) propose(batch []*writeReq) {
+	s.mu.Lock()
+	s.allocating = true
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ProposalTimeout)
+	first, err := s.tso.Allocate(ctx, len(batch))
+	cancel()
+	var rs *dragonboat.RequestState
+	if err == nil {
+		cmd := &basaltpb.DataCommand{Command: &basaltpb.DataCommand_WriteBatch{WriteBatch: &basaltpb.WriteBatch{
+			Writes: make([]*basaltpb.Write, len(batch)),
+		}}}
+		writes := cmd.GetWriteBatch().Writes
+		for i, r := range batch {
+			writes[i] = &basaltpb.Write{Revision: first + int64(i), Txn: r.data}
+		}
+		var data []byte
+		if data, err = proto.Marshal(cmd); err == nil {
+			rs, err = s.proposer.Propose(s.session, data, s.cfg.ProposalTimeout)
+		}
+	}
+
+	s.mu.Lock()
+	s.allocating = false
+	if err == nil {
+		b := &inflightBatch{first: first, last: first + int64(len(batch)) - 1, reqs: batch, rs: rs}
+		s.inflight = append(s.inflight, b)
+		for _, r := range batch {
+			s.latches.add(r.shape.writes)
+		}
+		s.broadcastLocked()
+		s.mu.Unlock()
+		select {
+		case s.completec <- b:
+		case <-s.stopc:
+		}
+		return
+	}
+	s.broadcastLocked()
+	s.mu.Unlock()
+	s.lg.Warn("propose-failed", zap.Int("writes", len(batch)), zap.Error(err))
+	for _, r := range batch {
+		r.done <- writeResult{err: err}
+	}
+	s.kick() // writes deferred behind this batch may go now
+}
+
+// complete waits for proposed batches in order and answers their writes.
+func (s *Sequencer) complete() {
+	defer s.wg.Done()
+	for {
+		var b *inflightBatch
+		select {
+		case b = <-s.completec:
+		case <-s.stopc:
+			return
+		}
+		var res dragonboat.RequestResult
+		select {
+		case res = <-b.rs.AppliedC():
+		case <-s.stopc:
+			return
+		}
+		s.finish(b, res)
+	}
+}
+
+func (s *Sequencer) finish(b *inflightBatch, res dragonboat.RequestResult) {
+	results, err := batchResults(res, len(b.reqs))
+	b.rs.Release()
+	for i, r := range b.reqs {
+		if err != nil {
+			r.done <- writeResult{err: err}
+			continue
+		}
+		wr := results[i]
+		if code := wr.Error; code != basaltpb.ErrorCode_OK {
+			r.done <- writeResult{err: codeError(code)}
+			continue
+		}
+		r.done <- writeResult{resp: wr.TxnResponse}
+	}
+	s.mu.Lock()
+	for _, r := range b.reqs {
+		s.latches.remove(r.shape.writes)
+	}
+	s.inflight = s.inflight[1:]
+	waiting := len(s.waiting) > 0
+	s.broadcastLocked()
+	s.mu.Unlock()
+	if waiting {
+		s.kick()
+	}
+}
+
+// batchResults decodes a batch's apply result.
+func batchResults(res dragonboat.RequestResult, n int) ([]*basaltpb.WriteResult, error) {
+	switch {
+	case res.Completed():
+	case res.Timeout():
+		return nil, dragonboat.ErrTimeout
+	case res.Terminated():
+		return nil, dragonboat.ErrShardClosed
+	case res.Dropped():
+		return nil, dragonboat.ErrShardNotReady
+	case res.Rejected():
+		return nil, dragonboat.ErrRejected
+	default:
+		return nil, dragonboat.ErrAborted
+	}
+	var out basaltpb.WriteBatchResult
+	if err := proto.Unmarshal(res.GetResult().Data, &out); err != nil {
+		return nil, err
+	}
+	if len(out.Results) != n {
+		return nil, fmt.Errorf("shard: batch of %d writes got %d results", n, len(out.Results))
+	}
+	return out.Results, nil
+}
+
+// IsRetryable reports whether a write failed before it could have been
+// applied, so that sending it again cannot apply it twice.
+func IsRetryable(err error) bool {
+	return errors.Is(err, ErrStaleRevision) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrBusy) ||
+		errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) ||
+		errors.Is(err, dragonboat.ErrShardNotFound)
+}

@@ -1,0 +1,331 @@
+package txncoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.uber.org/zap"
+
+	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/proto/basaltpb"
+	"github.com/basaltdb/basalt/shard"
+)
+
+// Shards finds the replica that serves a shard's requests.
+type Shards interface {
+	Replica(shardID uint64) (*shard.Replica, error)
+}
+
+// Revisions is the TSO as the coordinator uses it.
+type Revisions interface {
+	Current(ctx context.Context) (int64, error)
+}
+
+// CrossShardError is returned for a request whose keys fall in more than one
+// shard, which needs a cross-shard transaction.
+type CrossShardError struct {
+	Shards []uint64
+}
+
+func (e *CrossShardError) Error() string {
+	ids := make([]string, len(e.Shards))
+	for i, id := range e.Shards {
+		ids[i] = fmt.Sprint(id)
+	}
+	return "basalt: transactions across shards are not supported yet (shards " + strings.Join(ids, ", ") + ")"
+}
+
+// Coordinator runs etcd's KV operations over the shards: it routes each
+// request to the shard that owns its keys, takes read revisions from the
+// TSO, sends writes to the shard's sequencer, and answers writes that change
+// nothing as reads.
+type Coordinator struct {
+	tso    Revisions
+	cache  *RangeCache
+	shards Shards
+	meta   MetaGroup
+	leases mvcc.LeaseChecker
+	lg     *zap.Logger
+}
+
+// NewCoordinator returns a coordinator.
+func NewCoordinator(tso Revisions, cache *RangeCache, shards Shards, meta MetaGroup, leases mvcc.LeaseChecker, lg *zap.Logger) *Coordinator {
+	return &Coordinator{tso: tso, cache: cache, shards: shards, meta: meta, leases: leases, lg: lg}
+}
+
+// CurrentRevision returns the cluster's current revision.
+func (c *Coordinator) CurrentRevision(ctx context.Context) (int64, error) {
+	var rev int64
+	err := retry(ctx, func() (err error) {
+		rev, err = c.tso.Current(ctx)
+		return err
+	})
+	return rev, err
+}
+
+// Range answers a RangeRequest: linearizable at the TSO's current revision,
+// or serializable from the local replica's applied state.
+func (c *Coordinator) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	rep, err := c.replicaFor([]keySpan{{r.Key, r.RangeEnd}})
+	if err != nil {
+		return nil, err
+	}
+	var resp *pb.RangeResponse
+	err = retry(ctx, func() error {
+		view, err := c.view(ctx, rep, r.Serializable)
+		if err != nil {
+			return err
+		}
+		resp, err = mvcc.ExecuteRange(ctx, view, r)
+		return err
+	})
+	return resp, err
+}
+
+// view returns the view a read runs on.
+func (c *Coordinator) view(ctx context.Context, rep *shard.Replica, serializable bool) (*mvcc.ReadView, error) {
+	if serializable {
+		return rep.View(), nil
+	}
+	rev, err := c.tso.Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return rep.ReadAt(ctx, rev)
+}
+
+// Txn runs a transaction on the shard that owns its keys.
+func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	rep, err := c.replicaFor(txnSpans(r, nil))
+	if err != nil {
+		return nil, err
+	}
+	if isTxnReadonly(r) {
+		return c.readTxn(ctx, rep, r, isTxnSerializable(r))
+	}
+	var resp *pb.TxnResponse
+	err = retry(ctx, func() error {
+		resp, err = rep.Write(ctx, r)
+		if errors.Is(err, shard.ErrNoWrite) {
+			// The chosen branch changes nothing: answer it as a read at the
+			// current revision. If meanwhile it would write, sequence it
+			// again.
+			resp, err = c.readTxn(ctx, rep, r, false)
+			if errors.Is(err, mvcc.ErrTxnWrites) {
+				return errRetryNow
+			}
+		}
+		return err
+	})
+	return resp, err
+}
+
+func (c *Coordinator) readTxn(ctx context.Context, rep *shard.Replica, r *pb.TxnRequest, serializable bool) (*pb.TxnResponse, error) {
+	var resp *pb.TxnResponse
+	err := retry(ctx, func() error {
+		view, err := c.view(ctx, rep, serializable)
+		if err != nil {
+			return err
+		}
+		resp, err = mvcc.ReadTxn(ctx, view, r, c.leases)
+		return err
+	})
+	return resp, err
+}
+
+// Put is a transaction of one put.
+func (c *Coordinator) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	resp, err := c.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: r}}}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Responses[0].GetResponsePut(), nil
+}
+
+// DeleteRange is a transaction of one delete.
+func (c *Coordinator) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	resp, err := c.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: r}}}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Responses[0].GetResponseDeleteRange(), nil
+}
+
+// Compact compacts every shard at r.Revision and records the compaction in
+// the meta group. Each shard compacts inside its apply, so when Compact
+// returns the history is physically gone (physical or not).
+func (c *Coordinator) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	cur, err := c.CurrentRevision(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reps, err := c.allReplicas()
+	if err != nil {
+		return nil, err
+	}
+	for _, rep := range reps {
+		if r.Revision <= rep.Shard().CompactRev() {
+			return nil, mvcc.ErrCompacted
+		}
+	}
+	if r.Revision > cur {
+		return nil, mvcc.ErrFutureRev
+	}
+	for _, rep := range reps {
+		if err := retry(ctx, func() error { return rep.Compact(ctx, r.Revision) }); err != nil {
+			return nil, err
+		}
+	}
+	rec := &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_RecordCompaction{RecordCompaction: &basaltpb.RecordCompaction{Revision: r.Revision}}}
+	if err := retry(ctx, func() error { return c.meta.Propose(ctx, rec) }); err != nil {
+		return nil, err
+	}
+	if cur, err = c.CurrentRevision(ctx); err != nil {
+		return nil, err
+	}
+	return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: cur}}, nil
+}
+
+// HashKV returns etcd's hash of the key-value history at rev (0: current).
+func (c *Coordinator) HashKV(ctx context.Context, rev int64) (mvcc.KeyValueHash, int64, error) {
+	reps, err := c.allReplicas()
+	if err != nil {
+		return mvcc.KeyValueHash{}, 0, err
+	}
+	if len(reps) != 1 {
+		return mvcc.KeyValueHash{}, 0, &CrossShardError{Shards: shardIDs(reps)}
+	}
+	return reps[0].Shard().HashKV(ctx, rev)
+}
+
+func (c *Coordinator) allReplicas() ([]*shard.Replica, error) {
+	descs := c.cache.Overlapping([]byte{0}, []byte{0})
+	reps := make([]*shard.Replica, 0, len(descs))
+	for _, d := range descs {
+		rep, err := c.shards.Replica(d.ShardId)
+		if err != nil {
+			return nil, err
+		}
+		reps = append(reps, rep)
+	}
+	return reps, nil
+}
+
+func shardIDs(reps []*shard.Replica) []uint64 {
+	ids := make([]uint64, len(reps))
+	for i, r := range reps {
+		ids[i] = r.ShardID()
+	}
+	return ids
+}
+
+// keySpan is a key and an etcd range end.
+type keySpan struct{ key, end []byte }
+
+// txnSpans collects the spans of every compare and operation of rt, nested
+// transactions and both branches included.
+func txnSpans(rt *pb.TxnRequest, spans []keySpan) []keySpan {
+	for _, cmp := range rt.Compare {
+		spans = append(spans, keySpan{cmp.Key, cmp.RangeEnd})
+	}
+	for _, branch := range [][]*pb.RequestOp{rt.Success, rt.Failure} {
+		for _, op := range branch {
+			switch tv := op.Request.(type) {
+			case *pb.RequestOp_RequestRange:
+				spans = append(spans, keySpan{tv.RequestRange.Key, tv.RequestRange.RangeEnd})
+			case *pb.RequestOp_RequestPut:
+				spans = append(spans, keySpan{tv.RequestPut.Key, nil})
+			case *pb.RequestOp_RequestDeleteRange:
+				spans = append(spans, keySpan{tv.RequestDeleteRange.Key, tv.RequestDeleteRange.RangeEnd})
+			case *pb.RequestOp_RequestTxn:
+				spans = txnSpans(tv.RequestTxn, spans)
+			}
+		}
+	}
+	return spans
+}
+
+// replicaFor returns the replica of the one shard that owns every span.
+func (c *Coordinator) replicaFor(spans []keySpan) (*shard.Replica, error) {
+	var ids []uint64
+	for _, s := range spans {
+		for _, d := range c.cache.Overlapping(s.key, s.end) {
+			if !slices.Contains(ids, d.ShardId) {
+				ids = append(ids, d.ShardId)
+			}
+		}
+	}
+	switch len(ids) {
+	case 0:
+		// A transaction with no keys at all: any shard answers it.
+		descs := c.cache.Overlapping([]byte{0}, nil)
+		if len(descs) == 0 {
+			return nil, errors.New("txncoord: no shard descriptors")
+		}
+		return c.shards.Replica(descs[0].ShardId)
+	case 1:
+		return c.shards.Replica(ids[0])
+	}
+	slices.Sort(ids)
+	return nil, &CrossShardError{Shards: ids}
+}
+
+func isTxnReadonly(r *pb.TxnRequest) bool {
+	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range branch {
+			if op.GetRequestRange() == nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isTxnSerializable(r *pb.TxnRequest) bool {
+	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range branch {
+			if rr := op.GetRequestRange(); rr == nil || !rr.Serializable {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// errRetryNow asks retry to run the function again without waiting.
+var errRetryNow = errors.New("txncoord: retry")
+
+// retry runs f until it succeeds, fails with an error that is not
+// retryable, or ctx ends; it backs off between retryable failures.
+func retry(ctx context.Context, f func() error) error {
+	backoff := time.Millisecond
+	for {
+		err := f()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errRetryNow):
+			continue
+		case !IsRetryable(err):
+			return err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return err
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+// IsRetryable reports whether a request failed before it could take effect
+// and may be sent again: shard errors the sequencer marks so, and a TSO that
+// is not serving yet.
+func IsRetryable(err error) bool {
+	return shard.IsRetryable(err) || errors.Is(err, ErrTSONotReady)
+}
