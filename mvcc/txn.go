@@ -185,7 +185,9 @@ func (s kvSortByMod) Less(i, j int) bool { return s.kvSort[i].ModRevision < s.kv
 
 type kvSortByValue struct{ kvSort }
 
-func (s kvSortByValue) Less(i, j int) bool { return bytes.Compare(s.kvSort[i].Value, s.kvSort[j].Value) < 0 }
+func (s kvSortByValue) Less(i, j int) bool {
+	return bytes.Compare(s.kvSort[i].Value, s.kvSort[j].Value) < 0
+}
 
 // TxnPath evaluates the compares of rt and of every nested Txn on the chosen
 // branches, depth first: path[0] is rt's own result.

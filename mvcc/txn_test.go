@@ -154,12 +154,12 @@ func TestRevisionsFollowEtcd(t *testing.T) {
 
 func TestRangeOptions(t *testing.T) {
 	s := newTestShard(t)
-	s.put("a", "3")   // 2
-	s.put("b", "2")   // 3
-	s.put("c", "1")   // 4
-	s.put("a", "0")   // 5: a has version 2
-	s.put("d", "9")   // 6
-	s.del("d", "")    // 7
+	s.put("a", "3")     // 2
+	s.put("b", "2")     // 3
+	s.put("c", "1")     // 4
+	s.put("a", "0")     // 5: a has version 2
+	s.put("d", "9")     // 6
+	s.del("d", "")      // 7
 	s.put("b\x00", "x") // 8
 
 	cases := []struct {

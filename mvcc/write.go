@@ -195,6 +195,5 @@ func (tw *TxnWrite) delete(key []byte, lease int64) error {
 	return nil
 }
 
-
 // CompactRev returns the compacted revision including this batch.
 func (w *Writer) CompactRev() int64 { return w.compact }

@@ -137,7 +137,9 @@ func (s *DataStateMachine) applyWrites(w *mvcc.Writer, b *basaltpb.WriteBatch) (
 }
 
 // Lookup is not used: reads go through the mvcc shard after ReadIndex.
-func (s *DataStateMachine) Lookup(any) (any, error) { return nil, errors.New("shard: lookup not supported") }
+func (s *DataStateMachine) Lookup(any) (any, error) {
+	return nil, errors.New("shard: lookup not supported")
+}
 
 // Sync makes applied entries durable.
 func (s *DataStateMachine) Sync() error { return s.store.Sync() }

@@ -159,7 +159,6 @@ func (m *MetaStateMachine) RecoverFromSnapshot(r io.Reader, _ <-chan struct{}) e
 // Close releases nothing: the store belongs to the node.
 func (m *MetaStateMachine) Close() error { return nil }
 
-
 // EncodeMetaCommand marshals a meta command for proposal.
 func EncodeMetaCommand(c *basaltpb.MetaCommand) ([]byte, error) {
 	return proto.Marshal(c)
