@@ -3,6 +3,7 @@ package mvcc
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"sort"
 
@@ -284,12 +285,32 @@ func ops(rt *pb.TxnRequest, path []bool) []*pb.RequestOp {
 // range at a future or compacted revision, a put whose lease does not exist,
 // a put with ignore_value or ignore_lease on an absent key. Operations are
 // checked in order and the first error wins.
+//
+// A put with ignore_value or ignore_lease on a key that a delete earlier in
+// the same transaction removed also fails here. (etcd's overlap check lets
+// such a transaction through when the delete's range end is "\x00", and
+// etcd then crashes executing it.) So execution never fails half way.
 func CheckTxn(ctx context.Context, r txnReader, rt *pb.TxnRequest, leases LeaseChecker, path []bool) error {
-	_, err := checkTxn(ctx, r, rt, leases, path)
+	var deleted []deletedSpan
+	_, err := checkTxn(ctx, r, rt, leases, path, &deleted)
 	return err
 }
 
-func checkTxn(ctx context.Context, r txnReader, rt *pb.TxnRequest, leases LeaseChecker, path []bool) (int, error) {
+// deletedSpan is the range of a delete, in etcd's range-end forms.
+type deletedSpan struct{ key, end []byte }
+
+func (d deletedSpan) contains(k []byte) bool {
+	end := rangeEnd(d.end)
+	switch {
+	case end == nil:
+		return bytes.Equal(k, d.key)
+	case len(end) == 0:
+		return bytes.Compare(k, d.key) >= 0
+	}
+	return bytes.Compare(k, d.key) >= 0 && bytes.Compare(k, end) < 0
+}
+
+func checkTxn(ctx context.Context, r txnReader, rt *pb.TxnRequest, leases LeaseChecker, path []bool, deleted *[]deletedSpan) (int, error) {
 	nested := 0
 	for _, op := range ops(rt, path) {
 		var err error
@@ -298,9 +319,18 @@ func checkTxn(ctx context.Context, r txnReader, rt *pb.TxnRequest, leases LeaseC
 			err = checkRange(r, tv.RequestRange)
 		case *pb.RequestOp_RequestPut:
 			err = checkPut(ctx, r, leases, tv.RequestPut)
+			if err == nil && (tv.RequestPut.IgnoreValue || tv.RequestPut.IgnoreLease) {
+				for _, d := range *deleted {
+					if d.contains(tv.RequestPut.Key) {
+						err = ErrKeyNotFound
+					}
+				}
+			}
+		case *pb.RequestOp_RequestDeleteRange:
+			*deleted = append(*deleted, deletedSpan{tv.RequestDeleteRange.Key, tv.RequestDeleteRange.RangeEnd})
 		case *pb.RequestOp_RequestTxn:
 			var n int
-			n, err = checkTxn(ctx, r, tv.RequestTxn, leases, path[1:])
+			n, err = checkTxn(ctx, r, tv.RequestTxn, leases, path[1:], deleted)
 			nested += n + 1
 			path = path[n+1:]
 		}
@@ -542,7 +572,9 @@ func (w *Writer) ApplyTxn(ctx context.Context, rev int64, rt *pb.TxnRequest, lea
 	}
 	resp, _ = newTxnResp(rt, path)
 	if _, err := executeTxn(ctx, tw, rt, path, resp); err != nil {
-		return nil, false, err
+		// The checks passed, so this is the store failing with the batch
+		// half written: not an answer to the client (%v, not %w).
+		return nil, false, fmt.Errorf("mvcc: transaction at revision %d failed after it wrote: %v", rev, err)
 	}
 	tw.End()
 	resp.Header.Revision = tw.curRev()

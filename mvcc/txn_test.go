@@ -496,3 +496,24 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatal("a truncated snapshot must fail")
 	}
 }
+
+// TestIgnoreValueAfterDeleteFails covers a transaction etcd crashes on: a
+// delete to the end of the key space (which etcd's overlap check reads as
+// covering nothing) followed by a put with ignore_value of a key it deleted.
+// Basalt rejects it before writing anything.
+func TestIgnoreValueAfterDeleteFails(t *testing.T) {
+	s := newTestShard(t)
+	s.put("zz", "v")
+	rt := &pb.TxnRequest{Success: []*pb.RequestOp{
+		putOp("k3", "x"),
+		{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte("k"), RangeEnd: []byte{0}}}},
+		{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("zz"), IgnoreValue: true}}},
+	}}
+	if _, err := s.txn(rt); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("got %v, want ErrKeyNotFound", err)
+	}
+	resp, _ := s.rangeReq(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}})
+	if keysOf(resp.Kvs) != "zz=v" || s.sh.Rev() != 2 {
+		t.Fatalf("a rejected txn changed the store: %q at revision %d", keysOf(resp.Kvs), s.sh.Rev())
+	}
+}

@@ -115,11 +115,32 @@ type txnShape struct {
 	conditional bool
 }
 
-// shapeOf walks every branch of rt, nested transactions included.
+// shapeOf walks every branch of rt, nested transactions included. A
+// transaction without compares always takes its success branches; when
+// those put nothing it changes nothing, which evaluation finds out, so it
+// counts as conditional too.
 func shapeOf(rt *pb.TxnRequest) txnShape {
 	var s txnShape
 	s.walk(rt)
+	if !s.conditional && !successPuts(rt) {
+		s.conditional = true
+	}
 	return s
+}
+
+// successPuts reports whether the success branches of rt put a key.
+func successPuts(rt *pb.TxnRequest) bool {
+	for _, op := range rt.Success {
+		switch tv := op.Request.(type) {
+		case *pb.RequestOp_RequestPut:
+			return true
+		case *pb.RequestOp_RequestTxn:
+			if successPuts(tv.RequestTxn) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *txnShape) walk(rt *pb.TxnRequest) {

@@ -1,0 +1,151 @@
+// Package etcdproc runs the real tools of etcd 3.7.3 that go.mod pins as
+// tools: the etcd server (`go tool server`), the reference every behaviour
+// and benchmark of Basalt is compared with, and etcdctl.
+package etcdproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+var (
+	toolMu    sync.Mutex
+	toolPaths = map[string]string{}
+)
+
+// ToolPath returns the path of a go.mod tool's binary ("server",
+// "etcdctl"), building it into Go's build cache the first time.
+func ToolPath(name string) (string, error) {
+	toolMu.Lock()
+	defer toolMu.Unlock()
+	if p, ok := toolPaths[name]; ok {
+		return p, nil
+	}
+	out, err := exec.Command("go", "tool", "-n", name).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("etcdproc: go tool -n %s: %v: %s", name, err, ee.Stderr)
+		}
+		return "", fmt.Errorf("etcdproc: go tool -n %s: %w", name, err)
+	}
+	p := strings.TrimSpace(string(out))
+	toolPaths[name] = p
+	return p, nil
+}
+
+// Options configures an etcd server.
+type Options struct {
+	// Dir holds the data directory; it must exist.
+	Dir string
+	// ClientAddr and PeerAddr are loopback host:port pairs.
+	ClientAddr, PeerAddr string
+	// Name defaults to "default".
+	Name string
+	// Extra flags, e.g. "--max-txn-ops=64".
+	Extra []string
+	// Stdout and Stderr receive the server's output; nil discards it.
+	Stdout, Stderr *os.File
+}
+
+// Server is a running etcd.
+type Server struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	// ClientURL is the URL clients reach it at.
+	ClientURL string
+}
+
+// Start starts etcd with durable settings (fsync on, as Basalt) and waits
+// until it answers /health.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	bin, err := ToolPath("server")
+	if err != nil {
+		return nil, err
+	}
+	if o.Name == "" {
+		o.Name = "default"
+	}
+	client := "http://" + o.ClientAddr
+	peer := "http://" + o.PeerAddr
+	args := []string{
+		"--name=" + o.Name,
+		"--data-dir=" + filepath.Join(o.Dir, o.Name+".etcd"),
+		"--listen-client-urls=" + client,
+		"--advertise-client-urls=" + client,
+		"--listen-peer-urls=" + peer,
+		"--initial-advertise-peer-urls=" + peer,
+		"--initial-cluster=" + o.Name + "=" + peer,
+		"--log-level=error",
+	}
+	args = append(args, o.Extra...)
+	cmd := exec.Command(bin, args...)
+	if o.Stdout != nil {
+		cmd.Stdout = o.Stdout
+	}
+	if o.Stderr != nil {
+		cmd.Stderr = o.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("etcdproc: start etcd: %w", err)
+	}
+	s := &Server{cmd: cmd, done: make(chan struct{}), ClientURL: client}
+	go func() {
+		_ = cmd.Wait()
+		close(s.done)
+	}()
+	if err := waitHealthy(ctx, client, s.done); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func waitHealthy(ctx context.Context, url string, exited <-chan struct{}) error {
+	for {
+		resp, err := http.Get(url + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errors.New("etcdproc: etcd exited before it was healthy")
+		case <-ctx.Done():
+			return fmt.Errorf("etcdproc: etcd not healthy: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Stop kills etcd and waits for it to exit.
+func (s *Server) Stop() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
