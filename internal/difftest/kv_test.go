@@ -424,4 +424,3 @@ func (g *gen) step() {
 		g.p.HashKV(g.rev())
 	}
 }
-
