@@ -204,7 +204,9 @@ func TestEtcdctlMatchesEtcd(t *testing.T) {
 	var status []struct {
 		Endpoint string
 		Status   struct {
-			Header  struct{ MemberID uint64 `json:"member_id"` }
+			Header struct {
+				MemberID uint64 `json:"member_id"`
+			}
 			Version string
 			Leader  uint64
 			DbSize  int64  `json:"dbSize"`
