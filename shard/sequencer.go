@@ -198,6 +198,14 @@ func (s *Sequencer) Write(ctx context.Context, txn *pb.TxnRequest) (*pb.TxnRespo
 	case <-ctx.Done():
 		// The write may still be applied; the caller cannot know.
 		return nil, ctx.Err()
+	case <-s.stopc:
+		// Stop answers what it finds queued; a write queued after that
+		// is answered here.
+		select {
+		case res = <-r.done:
+		default:
+			return nil, ErrStopped
+		}
 	}
 	if res.err != nil {
 		return nil, res.err

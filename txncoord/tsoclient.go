@@ -85,6 +85,15 @@ func (c *TSOClient) do(ctx context.Context, n int) (int64, error) {
 		return r.rev, r.err
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	case <-c.stopc:
+		// Close answers what it finds queued; a request queued after that
+		// is answered here.
+		select {
+		case <-r.done:
+			return r.rev, r.err
+		default:
+			return 0, ErrTSOClientClosed
+		}
 	}
 }
 
