@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"path/filepath"
 	"sync"
 	"time"
@@ -159,12 +160,9 @@ func (h *Host) raftConfig(shardID uint64) config.Config {
 // deploymentID turns the cluster token into dragonboat's deployment id, so
 // that nodes of different clusters ignore each other's messages.
 func deploymentID(token string) uint64 {
-	var h uint64 = 14695981039346656037 // FNV-1a
-	for i := 0; i < len(token); i++ {
-		h ^= uint64(token[i])
-		h *= 1099511628211
-	}
-	return h
+	h := fnv.New64a()
+	h.Write([]byte(token))
+	return h.Sum64()
 }
 
 // Store returns the node's store.

@@ -1,13 +1,10 @@
-// Package node assembles one Basalt node from its parts (placement's Raft
-// host, the TSO, the coordinator and the router's client server) and takes
-// it down again in order. cmd/basalt and the in-process test harness both
-// start nodes through it.
 package node
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/url"
 	"time"
@@ -277,10 +274,7 @@ func memberID(token, name, peerURL string) uint64 {
 func clusterID(token string) uint64 { return fnv64("cluster\x00" + token) }
 
 func fnv64(s string) uint64 {
-	var h uint64 = 14695981039346656037
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return h
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
 }

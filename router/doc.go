@@ -1,0 +1,14 @@
+// Package router is the client-facing side of a node: etcd's gRPC services
+// (KV, Maintenance, Cluster, health) and the HTTP/JSON gateway, on one port
+// per client URL as etcd serves them.
+//
+// It checks requests exactly as etcd's v3rpc does (empty keys, sort
+// options, ignore_value/ignore_lease, --max-txn-ops, duplicate keys in a
+// Txn, --max-request-bytes for writes) before anything runs, hands them to
+// the txncoord.Coordinator, and turns every internal error into etcd's gRPC
+// error through one table (errors.go), byte for byte as rpctypes, because
+// clientv3 recognises errors by their message.
+//
+// Response headers carry the cluster id, this member's id, the Raft term and
+// the revision the coordinator reports.
+package router

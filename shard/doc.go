@@ -1,0 +1,54 @@
+// Package shard runs the Raft groups of Basalt on dragonboat: the data
+// shards' and the meta group's state machines, and at each data shard's
+// leader the sequencer that orders its writes.
+//
+// # Data shards
+//
+// DataStateMachine is an IOnDiskStateMachine over the shard's part of the
+// node's mvcc store. An entry is a batch of writes, each a marshaled etcd
+// TxnRequest with the revision the sequencer took for it, or a compaction.
+// Update applies a run of entries in one Pebble batch with the index of the
+// last one, so a crash loses a suffix of applied entries and dragonboat
+// replays it. Apply is deterministic: it reads nothing but the entries and
+// the stored state; it re-evaluates every write (apply is the authority) and
+// rejects a write whose revision is not above the shard's (a deposed
+// leader's).
+//
+// # The sequencer (DESIGN §5)
+//
+// Writes reach the leader's Sequencer. It batches them, and for each:
+//
+//	unconditional (plain puts)   → into the batch
+//	conditional (compares, deletes, ignore_*, leases)
+//	  reads overlap a pending write → wait until it is applied
+//	  else evaluate on applied state:
+//	    error            → answered, no revision
+//	    changes nothing  → ErrNoWrite (answered as a read), no revision
+//	    writes           → into the batch
+//
+// then takes one run of revisions from the TSO for the batch and proposes
+// it as one entry. Batches are pipelined: the next is proposed before the
+// previous is applied, in revision order.
+//
+// Worked example: puts of a and b arrive with a compare-and-swap on a. The
+// puts go into batch 1 (revisions 7, 8); the CAS reads a, which batch 1
+// writes, so it waits. Batch 1 applies; the CAS is evaluated against the
+// applied state (a at 7), its compare holds, it goes into batch 2 with
+// revision 9. Apply evaluates it again and finds the same, because nothing
+// else wrote a in between. A CAS whose compare fails takes no revision:
+// revisions stay dense.
+//
+// # Resolved revisions
+//
+// The sequencer knows which of the shard's revisions are applied: a read at
+// revision R waits (WaitResolved) until no allocation is under way and no
+// batch with a revision at or below R is pending. Replica.ReadAt adds a
+// ReadIndex, which confirms leadership and waits for this replica to apply
+// what was committed.
+//
+// # The meta group
+//
+// MetaStateMachine (shard 1) holds the TSO ceiling, the shard descriptors
+// and the compaction revision; its state is small and written whole on
+// every update.
+package shard
