@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/txncoord"
 )
 
 // kvServer is etcd's KV service over the coordinator.
@@ -77,7 +78,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	if _, _, err := checkIntervals(r.Failure); err != nil {
 		return nil, err
 	}
-	if !txnReadonly(r) {
+	if !txncoord.IsTxnReadonly(r) {
 		if err := checkRequestSize(r, k.s.cfg.MaxRequestBytes); err != nil {
 			return nil, toGRPCError(ctx, err)
 		}
@@ -187,15 +188,4 @@ func nextChunkLimit(last int64, lastSize, target int) int64 {
 		last /= 2
 	}
 	return max(last, 1)
-}
-
-func txnReadonly(r *pb.TxnRequest) bool {
-	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
-		for _, op := range branch {
-			if op.GetRequestRange() == nil {
-				return false
-			}
-		}
-	}
-	return true
 }

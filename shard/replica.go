@@ -116,9 +116,14 @@ func (r *Replica) readIndex(ctx context.Context) error {
 	}
 }
 
-// Compact compacts the shard at rev through its Raft log. It returns
-// mvcc.ErrCompacted when the shard is already compacted at or above rev.
+// Compact compacts the shard at rev through its Raft log. It first waits
+// until every write of the shard at or below rev is applied, so that none
+// lands in the log behind the compaction. It returns mvcc.ErrCompacted when
+// the shard is already compacted at or above rev.
 func (r *Replica) Compact(ctx context.Context, rev int64) error {
+	if err := r.seq.WaitResolved(ctx, rev); err != nil {
+		return err
+	}
 	cmd, err := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Compact{Compact: &basaltpb.CompactCommand{Revision: rev}}})
 	if err != nil {
 		return err

@@ -105,7 +105,7 @@ func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnRespons
 	if err != nil {
 		return nil, err
 	}
-	if isTxnReadonly(r) {
+	if IsTxnReadonly(r) {
 		return c.readTxn(ctx, rep, r, isTxnSerializable(r))
 	}
 	var resp *pb.TxnResponse
@@ -275,7 +275,9 @@ func (c *Coordinator) replicaFor(spans []keySpan) (*shard.Replica, error) {
 	return nil, &CrossShardError{Shards: ids}
 }
 
-func isTxnReadonly(r *pb.TxnRequest) bool {
+// IsTxnReadonly reports whether every operation of r's branches is a range:
+// such a transaction is a read and never needs a revision.
+func IsTxnReadonly(r *pb.TxnRequest) bool {
 	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
 		for _, op := range branch {
 			if op.GetRequestRange() == nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,25 +67,12 @@ func startProcess(t *testing.T, dataDir, clientAddr, peerAddr string) *process {
 		close(p.done)
 	}()
 	t.Cleanup(func() { p.kill() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(p.clientURL + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("basalt exited during start:\n%s", p.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("basalt not healthy after 30s:\n%s", p.log)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := etcdproc.WaitHealthy(ctx, p.clientURL, p.done); err != nil {
+		t.Fatalf("%v:\n%s", err, p.log)
 	}
+	return p
 }
 
 // kill sends SIGKILL and waits.

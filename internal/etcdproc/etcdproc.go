@@ -100,14 +100,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		_ = cmd.Wait()
 		close(s.done)
 	}()
-	if err := waitHealthy(ctx, client, s.done); err != nil {
+	if err := WaitHealthy(ctx, client, s.done); err != nil {
 		s.Stop()
 		return nil, err
 	}
 	return s, nil
 }
 
-func waitHealthy(ctx context.Context, url string, exited <-chan struct{}) error {
+// WaitHealthy waits until the server at url answers /health with 200, or
+// exited is closed, or ctx ends. Basalt answers /health as etcd does.
+func WaitHealthy(ctx context.Context, url string, exited <-chan struct{}) error {
 	for {
 		resp, err := http.Get(url + "/health")
 		if err == nil {
@@ -118,9 +120,9 @@ func waitHealthy(ctx context.Context, url string, exited <-chan struct{}) error 
 		}
 		select {
 		case <-exited:
-			return errors.New("etcdproc: etcd exited before it was healthy")
+			return errors.New("etcdproc: the server exited before it was healthy")
 		case <-ctx.Done():
-			return fmt.Errorf("etcdproc: etcd not healthy: %w", ctx.Err())
+			return fmt.Errorf("etcdproc: %s not healthy: %w", url, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
