@@ -50,6 +50,7 @@ func (sh *Shard) RecoverSnapshot(r io.Reader) error {
 	if err := recoverSnapshot(sh.store.db, r, sh.selectors()); err != nil {
 		return err
 	}
+	sh.latest.reset()
 	return sh.load()
 }
 
@@ -170,5 +171,9 @@ func recoverSnapshot(db *pebble.DB, r io.Reader, sels []selector) error {
 		}
 	}
 	defer b.Close()
-	return b.Commit(pebble.Sync)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	// Recovery replaces state dragonboat will not replay: make it durable.
+	return db.Flush()
 }

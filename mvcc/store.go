@@ -51,7 +51,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		LBaseMaxBytes:               128 << 20,
 		CompactionConcurrencyRange:  func() (int, int) { return 1, 2 },
 		FormatMajorVersion:          pebble.FormatNewest,
-		Logger:                      pebbleLogger{lg.Sugar()},
+		// The Raft logs are the write-ahead log: a crash loses a suffix of
+		// applied entries, together with their applied index (both are in
+		// the same batch), and dragonboat applies them again. Sync flushes
+		// before dragonboat compacts a log, so nothing is lost.
+		DisableWAL: true,
+		Logger:     pebbleLogger{lg.Sugar()},
 	}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -71,8 +76,10 @@ func (s *Store) DB() *pebble.DB { return s.db }
 // Close closes Pebble.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Sync makes every write so far durable.
-func (s *Store) Sync() error { return s.db.LogData(nil, pebble.Sync) }
+// Sync makes every write so far durable. The store has no write-ahead log
+// (the Raft logs are one), so this flushes the memtables; dragonboat calls
+// it before it compacts a Raft log.
+func (s *Store) Sync() error { return s.db.Flush() }
 
 // DiskSize returns the bytes Pebble uses on disk.
 func (s *Store) DiskSize() int64 {
@@ -106,14 +113,11 @@ func (m *MetaBatch) Set(shardID uint64, name string, value []byte) {
 	_ = m.b.Set(appendMetaKey(nil, shardID, name), value, nil)
 }
 
-// Commit commits the batch; sync makes it durable first.
-func (m *MetaBatch) Commit(sync bool) error {
+// Commit commits the batch. Like every write to the store it becomes durable
+// at the next Sync.
+func (m *MetaBatch) Commit() error {
 	defer m.b.Close()
-	opts := pebble.NoSync
-	if sync {
-		opts = pebble.Sync
-	}
-	return m.b.Commit(opts)
+	return m.b.Commit(pebble.NoSync)
 }
 
 // Metadata field names of a data shard.
@@ -136,6 +140,8 @@ type Shard struct {
 	rev     atomic.Int64 // revision of the newest applied write; 1 when empty
 	compact atomic.Int64 // compacted revision; -1 before the first compaction
 	applied atomic.Uint64
+
+	latest latestCache // used by the apply goroutine only
 }
 
 // OpenShard loads a shard's metadata; a shard never written to starts empty

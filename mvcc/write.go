@@ -3,6 +3,7 @@ package mvcc
 import (
 	"context"
 	"encoding/binary"
+	"math"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -17,6 +18,9 @@ type Writer struct {
 	rev     int64 // revision of the newest write, this batch included
 	compact int64 // compacted revision, this batch included
 	buf     []byte
+	// latest holds the latest versions this batch wrote; they reach the
+	// shard's cache when the batch commits.
+	latest map[string]latestVersion
 }
 
 // NewWriter starts a batch for the shard.
@@ -28,8 +32,9 @@ func (sh *Shard) NewWriter() *Writer {
 func (w *Writer) Rev() int64 { return w.rev }
 
 // Commit records appliedIndex with the batch's writes and commits them. The
-// commit is not synced: the Raft log is, and a lost tail is re-applied from
-// it after a crash (Pebble keeps a prefix of its log).
+// commit is not durable until the store's next Sync: the Raft log is, and a
+// lost tail is re-applied from it after a crash (Pebble keeps a prefix of
+// the commits).
 func (w *Writer) Commit(appliedIndex uint64) error {
 	defer w.b.Close()
 	w.setMeta(metaApplied, binary.BigEndian.AppendUint64(nil, appliedIndex))
@@ -37,6 +42,7 @@ func (w *Writer) Commit(appliedIndex uint64) error {
 	if err := w.b.Commit(pebble.NoSync); err != nil {
 		return err
 	}
+	w.sh.latest.merge(w.latest)
 	w.sh.applied.Store(appliedIndex)
 	w.sh.rev.Store(w.rev)
 	return nil
@@ -108,12 +114,36 @@ func (tw *TxnWrite) Range(ctx context.Context, key, end []byte, ro RangeOptions)
 	return v.rangeKeys(ctx, key, end, cur, ro)
 }
 
+// latestOf returns the latest version of key: from this batch, from the
+// shard's cache, or from Pebble.
+func (w *Writer) latestOf(key []byte) (latestVersion, error) {
+	if v, ok := w.latest[string(key)]; ok {
+		return v, nil
+	}
+	if v, ok := w.sh.latest.get(key); ok {
+		return v, nil
+	}
+	prev, _, found, err := getVersion(w.b, key, math.MaxInt64)
+	if err != nil || !found {
+		return latestVersion{}, err
+	}
+	return latestVersion{exists: true, create: prev.create, ver: prev.ver, lease: prev.lease}, nil
+}
+
+func (w *Writer) setLatest(key []byte, v latestVersion) {
+	if w.latest == nil {
+		w.latest = make(map[string]latestVersion)
+	}
+	w.latest[string(key)] = v
+}
+
 // Put writes a new version of key and returns the revision it wrote at.
 func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
-	prev, _, found, err := getVersion(tw.w.b, key, tw.rev)
+	prev, err := tw.w.latestOf(key)
 	if err != nil {
 		return 0, err
 	}
+	found := prev.exists
 	v := version{create: tw.rev, ver: 1, lease: lease, value: value}
 	if found {
 		v.create = prev.create
@@ -133,6 +163,7 @@ func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
 	if err := tw.moveLease(key, found, prev.lease, lease); err != nil {
 		return 0, err
 	}
+	tw.w.setLatest(key, latestVersion{exists: true, create: v.create, ver: v.ver, lease: lease})
 	tw.changes++
 	return tw.rev, nil
 }
@@ -191,6 +222,7 @@ func (tw *TxnWrite) delete(key []byte, lease int64) error {
 			return err
 		}
 	}
+	tw.w.setLatest(key, latestVersion{})
 	tw.changes++
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -49,6 +50,13 @@ func (s *Server) httpHandler(addr string) (http.Handler, *grpc.ClientConn, error
 	mux.Handle("/v3/", gwmux)
 	mux.HandleFunc("/health", s.serveHealth)
 	mux.HandleFunc("/version", serveVersion)
+	if s.cfg.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// etcd still answers the v3beta paths of older clients.
 		if strings.HasPrefix(r.URL.Path, "/v3beta/") {

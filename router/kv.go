@@ -24,9 +24,7 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if err := checkRangeRequest(r); err != nil {
 		return nil, err
 	}
-	rctx, cancel := k.s.requestContext(ctx)
-	defer cancel()
-	resp, err := k.s.coord.Range(rctx, r)
+	resp, err := k.s.coord.Range(ctx, r)
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -41,9 +39,7 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if err := checkRequestSize(r, k.s.cfg.MaxRequestBytes); err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
-	rctx, cancel := k.s.requestContext(ctx)
-	defer cancel()
-	resp, err := k.s.coord.Put(rctx, r)
+	resp, err := k.s.coord.Put(ctx, r)
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -58,9 +54,7 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 	if err := checkRequestSize(r, k.s.cfg.MaxRequestBytes); err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
-	rctx, cancel := k.s.requestContext(ctx)
-	defer cancel()
-	resp, err := k.s.coord.DeleteRange(rctx, r)
+	resp, err := k.s.coord.DeleteRange(ctx, r)
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -83,9 +77,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 			return nil, toGRPCError(ctx, err)
 		}
 	}
-	rctx, cancel := k.s.requestContext(ctx)
-	defer cancel()
-	resp, err := k.s.coord.Txn(rctx, r)
+	resp, err := k.s.coord.Txn(ctx, r)
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -94,9 +86,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 }
 
 func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
-	rctx, cancel := k.s.requestContext(ctx)
-	defer cancel()
-	resp, err := k.s.coord.Compact(rctx, r)
+	resp, err := k.s.coord.Compact(ctx, r)
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}

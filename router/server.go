@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -44,13 +45,17 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxTxnOps is etcd's --max-txn-ops (default 128).
 	MaxTxnOps int
-	// RequestTimeout bounds a request whose client set no deadline.
+	// RequestTimeout bounds the Status and Alarm calls of a client that set
+	// no deadline. (KV requests are bounded by the coordinator.)
 	RequestTimeout time.Duration
 	// Status reports the node's Raft and storage status.
 	Status func() NodeStatus
 	// RaftTerm returns the term reported in response headers.
 	RaftTerm func() uint64
-	Logger   *zap.Logger
+	// EnablePprof serves Go's profiles under /debug/pprof (etcd's
+	// --enable-pprof).
+	EnablePprof bool
+	Logger      *zap.Logger
 }
 
 // Validate checks the config and fills in defaults.
@@ -104,6 +109,8 @@ func New(cfg Config, coord *txncoord.Coordinator) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
+		// Reuse goroutines for requests instead of one per request.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
 	)

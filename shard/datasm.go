@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -30,6 +31,26 @@ type DataStateMachine struct {
 
 	sh     *mvcc.Shard   // set by Open
 	opened chan struct{} // closed by Open
+	sink   atomic.Pointer[sinkRef]
+}
+
+// ResultSink receives the outcome of every write as it is applied: the
+// sequencer that proposed it is waiting for it on this node. Apply tells
+// the sink after the writes are committed to the store.
+type ResultSink interface {
+	Applied(rev int64, resp *pb.TxnResponse, err error)
+}
+
+type sinkRef struct{ ResultSink }
+
+// SetSink directs write outcomes to s.
+func (s *DataStateMachine) SetSink(sink ResultSink) { s.sink.Store(&sinkRef{sink}) }
+
+// outcome is the result of one applied write.
+type outcome struct {
+	rev  int64
+	resp *pb.TxnResponse
+	err  error
 }
 
 var _ sm.IOnDiskStateMachine = (*DataStateMachine)(nil)
@@ -59,15 +80,16 @@ func (s *DataStateMachine) Open(<-chan struct{}) (uint64, error) {
 func (s *DataStateMachine) Shard() *mvcc.Shard { return s.sh }
 
 // Update applies committed entries in one Pebble batch together with the
-// index of the last one.
+// index of the last one, then tells the sink how each write ended.
 func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	w := s.sh.NewWriter()
 	if s.sh.AppliedIndex() == 0 {
 		// First entry ever: record the span the shard was created with.
 		w.SetSpan(s.start, s.end)
 	}
+	var outcomes []outcome
 	for i := range entries {
-		result, err := s.apply(w, entries[i].Cmd)
+		result, err := s.apply(w, entries[i].Cmd, &outcomes)
 		if err != nil {
 			w.Abort()
 			s.lg.Error("apply-failed", zap.Uint64("index", entries[i].Index), zap.Error(err))
@@ -78,17 +100,22 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := w.Commit(entries[len(entries)-1].Index); err != nil {
 		return nil, err
 	}
+	if ref := s.sink.Load(); ref != nil {
+		for _, o := range outcomes {
+			ref.Applied(o.rev, o.resp, o.err)
+		}
+	}
 	return entries, nil
 }
 
-func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte) ([]byte, error) {
+func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome) ([]byte, error) {
 	var c basaltpb.DataCommand
 	if err := proto.Unmarshal(cmd, &c); err != nil {
 		return nil, fmt.Errorf("shard: undecodable data command: %w", err)
 	}
 	switch c := c.Command.(type) {
 	case *basaltpb.DataCommand_WriteBatch:
-		return s.applyWrites(w, c.WriteBatch)
+		return nil, s.applyWrites(w, c.WriteBatch, outcomes)
 	case *basaltpb.DataCommand_Compact:
 		code := basaltpb.ErrorCode_OK
 		if c.Compact.Revision <= w.CompactRev() {
@@ -102,38 +129,33 @@ func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte) ([]byte, error) {
 	}
 }
 
-func (s *DataStateMachine) applyWrites(w *mvcc.Writer, b *basaltpb.WriteBatch) ([]byte, error) {
-	out := &basaltpb.WriteBatchResult{Results: make([]*basaltpb.WriteResult, len(b.Writes))}
-	for i, wr := range b.Writes {
-		res := &basaltpb.WriteResult{}
-		out.Results[i] = res
+// applyWrites applies a batch of writes. Their outcomes go to the sink, not
+// into the entry's result: only the proposer wants them, and it is on this
+// node.
+func (s *DataStateMachine) applyWrites(w *mvcc.Writer, b *basaltpb.WriteBatch, outcomes *[]outcome) error {
+	for _, wr := range b.Writes {
 		if wr.Revision <= w.Rev() {
 			// Proposed by a deposed leader: its revision is not above what
 			// this shard has applied.
-			res.Error = basaltpb.ErrorCode_STALE_REVISION
+			*outcomes = append(*outcomes, outcome{rev: wr.Revision, err: ErrStaleRevision})
 			continue
 		}
 		var txn pb.TxnRequest
 		if err := proto.Unmarshal(wr.Txn, &txn); err != nil {
-			return nil, fmt.Errorf("shard: undecodable txn at revision %d: %w", wr.Revision, err)
+			return fmt.Errorf("shard: undecodable txn at revision %d: %w", wr.Revision, err)
 		}
 		resp, changed, err := w.ApplyTxn(context.Background(), wr.Revision, &txn, s.leases)
 		switch {
 		case err != nil:
-			code, ok := errorCode(err)
-			if !ok {
-				return nil, err
+			if _, ok := errorCode(err); !ok {
+				return err
 			}
-			res.Error = code
 		case !changed:
-			res.Error = basaltpb.ErrorCode_NO_WRITE
-		default:
-			if res.TxnResponse, err = proto.Marshal(resp); err != nil {
-				return nil, err
-			}
+			resp, err = nil, ErrNoWrite
 		}
+		*outcomes = append(*outcomes, outcome{rev: wr.Revision, resp: resp, err: err})
 	}
-	return proto.Marshal(out)
+	return nil
 }
 
 // Lookup is not used: reads go through the mvcc shard after ReadIndex.

@@ -3,6 +3,7 @@ package shard
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -48,13 +49,11 @@ func write(t *testing.T, rev int64, txn *pb.TxnRequest) *basaltpb.Write {
 	return &basaltpb.Write{Revision: rev, Txn: data}
 }
 
-func results(t *testing.T, e sm.Entry) []*basaltpb.WriteResult {
-	t.Helper()
-	var out basaltpb.WriteBatchResult
-	if err := proto.Unmarshal(e.Result.Data, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Results
+// recordingSink collects what apply reports.
+type recordingSink struct{ outcomes []outcome }
+
+func (r *recordingSink) Applied(rev int64, resp *pb.TxnResponse, err error) {
+	r.outcomes = append(r.outcomes, outcome{rev, resp, err})
 }
 
 // TestApplyIsDeterministic applies the same log to two replicas: the
@@ -78,20 +77,23 @@ func TestApplyIsDeterministic(t *testing.T) {
 	var outs [][]byte
 	for range 2 {
 		dsm := openDataSM(t)
+		sink := &recordingSink{}
+		dsm.SetSink(sink)
 		in := make([]sm.Entry, len(entries))
 		copy(in, entries)
-		got, err := dsm.Update(in)
-		if err != nil {
+		if _, err := dsm.Update(in); err != nil {
 			t.Fatal(err)
 		}
 		var all []byte
-		for _, e := range got {
-			all = append(all, e.Result.Data...)
+		for _, o := range sink.outcomes {
+			b, _ := proto.Marshal(o.resp)
+			all = append(all, b...)
+			all = fmt.Appendf(all, "%d %v;", o.rev, o.err)
 		}
 		outs = append(outs, all)
-		res := results(t, got[len(got)-1])
-		if res[0].Error != basaltpb.ErrorCode_STALE_REVISION || res[1].Error != basaltpb.ErrorCode_OK {
-			t.Fatalf("stale write: %v, then %v", res[0].Error, res[1].Error)
+		n := len(sink.outcomes)
+		if n != 62 || !errors.Is(sink.outcomes[n-2].err, ErrStaleRevision) || sink.outcomes[n-1].err != nil {
+			t.Fatalf("%d outcomes; stale write: %v, then %v", n, sink.outcomes[n-2].err, sink.outcomes[n-1].err)
 		}
 		h, _, err := dsm.Shard().HashKV(context.Background(), 0)
 		if err != nil {

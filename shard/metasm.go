@@ -107,7 +107,7 @@ func (m *MetaStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	b := m.store.NewMetaBatch()
 	b.Set(MetaShardID, metaStateField, data)
 	b.Set(MetaShardID, metaAppliedField, binary.BigEndian.AppendUint64(nil, applied))
-	if err := b.Commit(false); err != nil {
+	if err := b.Commit(); err != nil {
 		return nil, err
 	}
 	m.state, m.applied = next, applied

@@ -43,6 +43,7 @@ func NewReplica(ctx context.Context, nh *dragonboat.NodeHost, sm *DataStateMachi
 	}
 	r := &Replica{shardID: sm.shardID, replicaID: sm.replicaID, nh: nh, sm: sm, lg: lg}
 	r.seq = NewSequencer(cfg, sm.shardID, user, nh.GetNoOPSession(sm.shardID), sm.Shard(), tso, leases, lg)
+	sm.SetSink(r.seq)
 	return r, nil
 }
 

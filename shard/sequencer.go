@@ -100,6 +100,11 @@ type Sequencer struct {
 	changed    chan struct{} // closed and replaced when inflight or allocating change
 	waiting    []*writeReq   // deferred until what they read is applied
 	stopped    bool
+
+	// pending maps the revision of every proposed write to its request,
+	// until apply reports its outcome (Applied).
+	pendingMu sync.Mutex
+	pending   map[int64]*writeReq
 }
 
 type writeReq struct {
@@ -111,7 +116,7 @@ type writeReq struct {
 }
 
 type writeResult struct {
-	resp []byte // marshaled TxnResponse
+	resp *pb.TxnResponse
 	err  error
 }
 
@@ -133,6 +138,7 @@ func NewSequencer(cfg SequencerConfig, shardID uint64, proposer Proposer, sessio
 		stopc:     make(chan struct{}),
 		latches:   newLatchSet(),
 		changed:   make(chan struct{}),
+		pending:   make(map[int64]*writeReq),
 	}
 	s.wg.Add(2)
 	go s.run()
@@ -156,7 +162,7 @@ func (s *Sequencer) Stop() {
 	s.mu.Lock()
 	var pending []*writeReq
 	for _, b := range s.inflight {
-		pending = append(pending, b.reqs...)
+		pending = append(pending, s.takePending(b.first, len(b.reqs))...)
 	}
 	pending = append(pending, s.waiting...)
 	s.inflight, s.waiting = nil, nil
@@ -207,14 +213,7 @@ func (s *Sequencer) Write(ctx context.Context, txn *pb.TxnRequest) (*pb.TxnRespo
 			return nil, ErrStopped
 		}
 	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	resp := &pb.TxnResponse{}
-	if err := proto.Unmarshal(res.resp, resp); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return res.resp, res.err
 }
 
 // WaitResolved returns once every write of the shard at or below rev is
@@ -312,13 +311,16 @@ func (s *Sequencer) sequence(incoming []*writeReq) {
 			continue
 		}
 		if r.shape.conditional {
+			// Check and defer under one lock hold: finish releases latches
+			// and looks for waiting writes under it too, so a write never
+			// waits for a batch that already finished.
 			s.mu.Lock()
-			busy := s.latches.overlaps(r.shape.reads)
-			s.mu.Unlock()
-			if busy || held.overlaps(r.shape.reads) {
-				s.deferWrite(r, blocked)
+			if s.latches.overlaps(r.shape.reads) || held.overlaps(r.shape.reads) {
+				s.deferWriteLocked(r, blocked)
+				s.mu.Unlock()
 				continue
 			}
+			s.mu.Unlock()
 			if err := s.evaluate(r); err != nil {
 				r.done <- writeResult{err: err}
 				continue
@@ -331,11 +333,15 @@ func (s *Sequencer) sequence(incoming []*writeReq) {
 }
 
 func (s *Sequencer) deferWrite(r *writeReq, blocked *latchSet) {
+	s.mu.Lock()
+	s.deferWriteLocked(r, blocked)
+	s.mu.Unlock()
+}
+
+func (s *Sequencer) deferWriteLocked(r *writeReq, blocked *latchSet) {
 	blocked.add(r.shape.reads)
 	blocked.add(r.shape.writes)
-	s.mu.Lock()
 	s.waiting = append(s.waiting, r)
-	s.mu.Unlock()
 }
 
 func (s *Sequencer) kick() {
@@ -384,7 +390,16 @@ func (s *Sequencer) propose(batch []*writeReq) {
 		}
 		var data []byte
 		if data, err = proto.Marshal(cmd); err == nil {
-			rs, err = s.proposer.Propose(s.session, data, s.cfg.ProposalTimeout)
+			// Registered before proposing: apply may report before Propose
+			// returns.
+			s.pendingMu.Lock()
+			for i, r := range batch {
+				s.pending[first+int64(i)] = r
+			}
+			s.pendingMu.Unlock()
+			if rs, err = s.proposer.Propose(s.session, data, s.cfg.ProposalTimeout); err != nil {
+				s.takePending(first, len(batch))
+			}
 		}
 	}
 
@@ -433,20 +448,45 @@ func (s *Sequencer) complete() {
 	}
 }
 
+// Applied answers a write that apply reports on; the data state machine
+// calls it after the writes are committed.
+func (s *Sequencer) Applied(rev int64, resp *pb.TxnResponse, err error) {
+	s.pendingMu.Lock()
+	r, ok := s.pending[rev]
+	delete(s.pending, rev)
+	s.pendingMu.Unlock()
+	if ok {
+		r.done <- writeResult{resp: resp, err: err}
+	}
+}
+
+// takePending removes the writes of revisions [first, first+n) that apply
+// has not answered.
+func (s *Sequencer) takePending(first int64, n int) []*writeReq {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	var out []*writeReq
+	for rev := first; rev < first+int64(n); rev++ {
+		if r, ok := s.pending[rev]; ok {
+			out = append(out, r)
+			delete(s.pending, rev)
+		}
+	}
+	return out
+}
+
+// finish releases a batch once dragonboat reports it applied (or failed):
+// writes apply did not answer get the batch's error.
 func (s *Sequencer) finish(b *inflightBatch, res dragonboat.RequestResult) {
-	results, err := batchResults(res, len(b.reqs))
 	b.rs.Release()
-	for i, r := range b.reqs {
-		if err != nil {
+	if left := s.takePending(b.first, len(b.reqs)); len(left) > 0 {
+		err := batchError(res)
+		if err == nil {
+			err = fmt.Errorf("shard: writes at revisions %d..%d applied without an outcome", b.first, b.last)
+		}
+		for _, r := range left {
 			r.done <- writeResult{err: err}
-			continue
 		}
-		wr := results[i]
-		if code := wr.Error; code != basaltpb.ErrorCode_OK {
-			r.done <- writeResult{err: codeError(code)}
-			continue
-		}
-		r.done <- writeResult{resp: wr.TxnResponse}
 	}
 	s.mu.Lock()
 	for _, r := range b.reqs {
@@ -461,29 +501,21 @@ func (s *Sequencer) finish(b *inflightBatch, res dragonboat.RequestResult) {
 	}
 }
 
-// batchResults decodes a batch's apply result.
-func batchResults(res dragonboat.RequestResult, n int) ([]*basaltpb.WriteResult, error) {
+// batchError is the error of a proposal that did not complete.
+func batchError(res dragonboat.RequestResult) error {
 	switch {
 	case res.Completed():
+		return nil
 	case res.Timeout():
-		return nil, dragonboat.ErrTimeout
+		return dragonboat.ErrTimeout
 	case res.Terminated():
-		return nil, dragonboat.ErrShardClosed
+		return dragonboat.ErrShardClosed
 	case res.Dropped():
-		return nil, dragonboat.ErrShardNotReady
+		return dragonboat.ErrShardNotReady
 	case res.Rejected():
-		return nil, dragonboat.ErrRejected
-	default:
-		return nil, dragonboat.ErrAborted
+		return dragonboat.ErrRejected
 	}
-	var out basaltpb.WriteBatchResult
-	if err := proto.Unmarshal(res.GetResult().Data, &out); err != nil {
-		return nil, err
-	}
-	if len(out.Results) != n {
-		return nil, fmt.Errorf("shard: batch of %d writes got %d results", n, len(out.Results))
-	}
-	return out.Results, nil
+	return dragonboat.ErrAborted
 }
 
 // IsRetryable reports whether a write failed before it could have been

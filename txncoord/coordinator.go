@@ -302,10 +302,18 @@ func isTxnSerializable(r *pb.TxnRequest) bool {
 // errRetryNow asks retry to run the function again without waiting.
 var errRetryNow = errors.New("txncoord: retry")
 
+// RetryTimeout bounds how long a request is retried after retryable
+// failures (a leader being elected, a full queue), as etcd's request
+// timeout does.
+const RetryTimeout = 7 * time.Second
+
 // retry runs f until it succeeds, fails with an error that is not
-// retryable, or ctx ends; it backs off between retryable failures.
+// retryable, ctx ends, or RetryTimeout passes since the first failure; it
+// backs off between retryable failures. A request that succeeds at once
+// pays for no timer.
 func retry(ctx context.Context, f func() error) error {
 	backoff := time.Millisecond
+	var deadline time.Time
 	for {
 		err := f()
 		switch {
@@ -314,6 +322,11 @@ func retry(ctx context.Context, f func() error) error {
 		case errors.Is(err, errRetryNow):
 			continue
 		case !IsRetryable(err):
+			return err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(RetryTimeout)
+		} else if time.Now().After(deadline) {
 			return err
 		}
 		select {

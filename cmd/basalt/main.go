@@ -42,6 +42,7 @@ func run(args []string) error {
 		maxRequestBytes = fs.Int("max-request-bytes", 1536*1024, "maximum client request size in bytes the server will accept")
 		maxTxnOps       = fs.Int("max-txn-ops", 128, "maximum number of operations permitted in a transaction")
 		logLevel        = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		enablePprof     = fs.Bool("enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/")
 		showVersion     = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -72,6 +73,7 @@ func run(args []string) error {
 		ElectionTimeout:     time.Duration(*election) * time.Millisecond,
 		MaxRequestBytes:     *maxRequestBytes,
 		MaxTxnOps:           *maxTxnOps,
+		EnablePprof:         *enablePprof,
 		Logger:              lg,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -42,6 +42,8 @@ func ToolPath(name string) (string, error) {
 
 // Options configures an etcd server.
 type Options struct {
+	// Binary is the etcd server; empty means go.mod's tool.
+	Binary string
 	// Dir holds the data directory; it must exist.
 	Dir string
 	// ClientAddr and PeerAddr are loopback host:port pairs.
@@ -65,9 +67,12 @@ type Server struct {
 // Start starts etcd with durable settings (fsync on, as Basalt) and waits
 // until it answers /health.
 func Start(ctx context.Context, o Options) (*Server, error) {
-	bin, err := ToolPath("server")
-	if err != nil {
-		return nil, err
+	bin := o.Binary
+	if bin == "" {
+		var err error
+		if bin, err = ToolPath("server"); err != nil {
+			return nil, err
+		}
 	}
 	if o.Name == "" {
 		o.Name = "default"

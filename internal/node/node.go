@@ -37,6 +37,7 @@ type Config struct {
 	ElectionTimeout   time.Duration
 	MaxRequestBytes   int
 	MaxTxnOps         int
+	EnablePprof       bool
 	Logger            *zap.Logger
 }
 
@@ -160,6 +161,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		MaxTxnOps:       cfg.MaxTxnOps,
 		Status:          n.status,
 		RaftTerm:        n.raftTerm,
+		EnablePprof:     cfg.EnablePprof,
 		Logger:          cfg.Logger,
 	}, n.coord)
 	if err != nil {

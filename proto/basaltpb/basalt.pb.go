@@ -322,104 +322,6 @@ func (x *CompactCommand) GetRevision() int64 {
 	return 0
 }
 
-// WriteBatchResult answers a WriteBatch, one result per write, in order.
-type WriteBatchResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*WriteResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *WriteBatchResult) Reset() {
-	*x = WriteBatchResult{}
-	mi := &file_basalt_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *WriteBatchResult) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*WriteBatchResult) ProtoMessage() {}
-
-func (x *WriteBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use WriteBatchResult.ProtoReflect.Descriptor instead.
-func (*WriteBatchResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *WriteBatchResult) GetResults() []*WriteResult {
-	if x != nil {
-		return x.Results
-	}
-	return nil
-}
-
-type WriteResult struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Error ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=basalt.ErrorCode" json:"error,omitempty"`
-	// txn_response is a marshaled etcdserverpb.TxnResponse when error is OK.
-	TxnResponse   []byte `protobuf:"bytes,2,opt,name=txn_response,json=txnResponse,proto3" json:"txn_response,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *WriteResult) Reset() {
-	*x = WriteResult{}
-	mi := &file_basalt_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *WriteResult) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*WriteResult) ProtoMessage() {}
-
-func (x *WriteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use WriteResult.ProtoReflect.Descriptor instead.
-func (*WriteResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *WriteResult) GetError() ErrorCode {
-	if x != nil {
-		return x.Error
-	}
-	return ErrorCode_OK
-}
-
-func (x *WriteResult) GetTxnResponse() []byte {
-	if x != nil {
-		return x.TxnResponse
-	}
-	return nil
-}
-
 // CompactResult answers a CompactCommand.
 type CompactResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -430,7 +332,7 @@ type CompactResult struct {
 
 func (x *CompactResult) Reset() {
 	*x = CompactResult{}
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +344,7 @@ func (x *CompactResult) String() string {
 func (*CompactResult) ProtoMessage() {}
 
 func (x *CompactResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +357,7 @@ func (x *CompactResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResult.ProtoReflect.Descriptor instead.
 func (*CompactResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{6}
+	return file_basalt_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CompactResult) GetError() ErrorCode {
@@ -480,7 +382,7 @@ type MetaCommand struct {
 
 func (x *MetaCommand) Reset() {
 	*x = MetaCommand{}
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +394,7 @@ func (x *MetaCommand) String() string {
 func (*MetaCommand) ProtoMessage() {}
 
 func (x *MetaCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +407,7 @@ func (x *MetaCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommand.ProtoReflect.Descriptor instead.
 func (*MetaCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{7}
+	return file_basalt_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MetaCommand) GetCommand() isMetaCommand_Command {
@@ -575,7 +477,7 @@ type SetTSOCeiling struct {
 
 func (x *SetTSOCeiling) Reset() {
 	*x = SetTSOCeiling{}
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +489,7 @@ func (x *SetTSOCeiling) String() string {
 func (*SetTSOCeiling) ProtoMessage() {}
 
 func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +502,7 @@ func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTSOCeiling.ProtoReflect.Descriptor instead.
 func (*SetTSOCeiling) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{8}
+	return file_basalt_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetTSOCeiling) GetCeiling() int64 {
@@ -627,7 +529,7 @@ type ShardDescriptor struct {
 
 func (x *ShardDescriptor) Reset() {
 	*x = ShardDescriptor{}
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +541,7 @@ func (x *ShardDescriptor) String() string {
 func (*ShardDescriptor) ProtoMessage() {}
 
 func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +554,7 @@ func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardDescriptor.ProtoReflect.Descriptor instead.
 func (*ShardDescriptor) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{9}
+	return file_basalt_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ShardDescriptor) GetShardId() uint64 {
@@ -700,7 +602,7 @@ type PutShard struct {
 
 func (x *PutShard) Reset() {
 	*x = PutShard{}
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +614,7 @@ func (x *PutShard) String() string {
 func (*PutShard) ProtoMessage() {}
 
 func (x *PutShard) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +627,7 @@ func (x *PutShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShard.ProtoReflect.Descriptor instead.
 func (*PutShard) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{10}
+	return file_basalt_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PutShard) GetShard() *ShardDescriptor {
@@ -745,7 +647,7 @@ type RecordCompaction struct {
 
 func (x *RecordCompaction) Reset() {
 	*x = RecordCompaction{}
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +659,7 @@ func (x *RecordCompaction) String() string {
 func (*RecordCompaction) ProtoMessage() {}
 
 func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +672,7 @@ func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCompaction.ProtoReflect.Descriptor instead.
 func (*RecordCompaction) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{11}
+	return file_basalt_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RecordCompaction) GetRevision() int64 {
@@ -792,7 +694,7 @@ type MetaState struct {
 
 func (x *MetaState) Reset() {
 	*x = MetaState{}
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +706,7 @@ func (x *MetaState) String() string {
 func (*MetaState) ProtoMessage() {}
 
 func (x *MetaState) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +719,7 @@ func (x *MetaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaState.ProtoReflect.Descriptor instead.
 func (*MetaState) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{12}
+	return file_basalt_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MetaState) GetTsoCeiling() int64 {
@@ -858,12 +760,7 @@ const file_basalt_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x10\n" +
 	"\x03txn\x18\x02 \x01(\fR\x03txn\",\n" +
 	"\x0eCompactCommand\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"A\n" +
-	"\x10WriteBatchResult\x12-\n" +
-	"\aresults\x18\x01 \x03(\v2\x13.basalt.WriteResultR\aresults\"Y\n" +
-	"\vWriteResult\x12'\n" +
-	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\x12!\n" +
-	"\ftxn_response\x18\x02 \x01(\fR\vtxnResponse\"8\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"8\n" +
 	"\rCompactResult\x12'\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\"\xd3\x01\n" +
 	"\vMetaCommand\x12?\n" +
@@ -913,42 +810,38 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_basalt_proto_goTypes = []any{
 	(ErrorCode)(0),           // 0: basalt.ErrorCode
 	(*DataCommand)(nil),      // 1: basalt.DataCommand
 	(*WriteBatch)(nil),       // 2: basalt.WriteBatch
 	(*Write)(nil),            // 3: basalt.Write
 	(*CompactCommand)(nil),   // 4: basalt.CompactCommand
-	(*WriteBatchResult)(nil), // 5: basalt.WriteBatchResult
-	(*WriteResult)(nil),      // 6: basalt.WriteResult
-	(*CompactResult)(nil),    // 7: basalt.CompactResult
-	(*MetaCommand)(nil),      // 8: basalt.MetaCommand
-	(*SetTSOCeiling)(nil),    // 9: basalt.SetTSOCeiling
-	(*ShardDescriptor)(nil),  // 10: basalt.ShardDescriptor
-	(*PutShard)(nil),         // 11: basalt.PutShard
-	(*RecordCompaction)(nil), // 12: basalt.RecordCompaction
-	(*MetaState)(nil),        // 13: basalt.MetaState
-	nil,                      // 14: basalt.ShardDescriptor.ReplicasEntry
+	(*CompactResult)(nil),    // 5: basalt.CompactResult
+	(*MetaCommand)(nil),      // 6: basalt.MetaCommand
+	(*SetTSOCeiling)(nil),    // 7: basalt.SetTSOCeiling
+	(*ShardDescriptor)(nil),  // 8: basalt.ShardDescriptor
+	(*PutShard)(nil),         // 9: basalt.PutShard
+	(*RecordCompaction)(nil), // 10: basalt.RecordCompaction
+	(*MetaState)(nil),        // 11: basalt.MetaState
+	nil,                      // 12: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
 	2,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
 	4,  // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
 	3,  // 2: basalt.WriteBatch.writes:type_name -> basalt.Write
-	6,  // 3: basalt.WriteBatchResult.results:type_name -> basalt.WriteResult
-	0,  // 4: basalt.WriteResult.error:type_name -> basalt.ErrorCode
-	0,  // 5: basalt.CompactResult.error:type_name -> basalt.ErrorCode
-	9,  // 6: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
-	11, // 7: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
-	12, // 8: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
-	14, // 9: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
-	10, // 10: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
-	10, // 11: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	0,  // 3: basalt.CompactResult.error:type_name -> basalt.ErrorCode
+	7,  // 4: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
+	9,  // 5: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
+	10, // 6: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
+	12, // 7: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	8,  // 8: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
+	8,  // 9: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_basalt_proto_init() }
@@ -960,7 +853,7 @@ func file_basalt_proto_init() {
 		(*DataCommand_WriteBatch)(nil),
 		(*DataCommand_Compact)(nil),
 	}
-	file_basalt_proto_msgTypes[7].OneofWrappers = []any{
+	file_basalt_proto_msgTypes[5].OneofWrappers = []any{
 		(*MetaCommand_SetTsoCeiling)(nil),
 		(*MetaCommand_PutShard)(nil),
 		(*MetaCommand_RecordCompaction)(nil),
@@ -971,7 +864,7 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
