@@ -1,0 +1,312 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"text/tabwriter"
+	"time"
+
+	"github.com/basaltdb/basalt/internal/etcdproc"
+)
+
+// CompareOptions configures a side-by-side run of one workload against
+// Basalt and etcd.
+type CompareOptions struct {
+	Options  Options // Endpoints is ignored
+	Workload string
+	Config   WorkloadConfig
+	// Rounds alternates the two targets this many times each.
+	Rounds int
+	// ResultsDir receives a directory per comparison.
+	ResultsDir string
+	// BasaltEndpoints and EtcdEndpoints name running clusters; when empty,
+	// a local node of each is started on loopback.
+	BasaltEndpoints []string
+	EtcdEndpoints   []string
+	// BasaltBin and EtcdBin are the server binaries for local runs; empty
+	// means build them from this module (basalt from ./cmd/basalt, etcd
+	// from go.mod's tool line).
+	BasaltBin, EtcdBin string
+	// Log receives progress messages.
+	Log io.Writer
+}
+
+// Comparison is the report of a side-by-side run.
+type Comparison struct {
+	Workload string         `json:"workload"`
+	Params   map[string]any `json:"params"`
+	Date     string         `json:"date"`
+	Machine  string         `json:"machine"`
+	Basalt   *Result        `json:"basalt"`
+	Etcd     *Result        `json:"etcd"`
+	// ThroughputRatio is Basalt's throughput over etcd's (higher is better);
+	// the latency ratios are Basalt's over etcd's (lower is better).
+	ThroughputRatio float64            `json:"throughput_ratio"`
+	LatencyRatio    map[string]float64 `json:"latency_ratio"`
+	Rounds          []Round            `json:"rounds"`
+	Dir             string             `json:"-"`
+}
+
+// Round is one alternation.
+type Round struct {
+	Basalt *Result `json:"basalt"`
+	Etcd   *Result `json:"etcd"`
+}
+
+// Compare runs the workload against Basalt and etcd, alternating, and
+// writes the report.
+func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
+	if co.Rounds <= 0 {
+		co.Rounds = 1
+	}
+	if co.Log == nil {
+		co.Log = io.Discard
+	}
+	if _, err := NewWorkload(co.Workload, co.Config); err != nil {
+		return nil, err
+	}
+	basaltEPs, etcdEPs := co.BasaltEndpoints, co.EtcdEndpoints
+	if len(basaltEPs) == 0 || len(etcdEPs) == 0 {
+		work, err := os.MkdirTemp("", "basalt-compare")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(work)
+		if len(basaltEPs) == 0 {
+			s, err := startBasalt(ctx, co.BasaltBin, work, co.Log)
+			if err != nil {
+				return nil, err
+			}
+			defer s.stop()
+			basaltEPs = []string{s.clientURL}
+		}
+		if len(etcdEPs) == 0 {
+			s, err := startEtcd(ctx, co.EtcdBin, work)
+			if err != nil {
+				return nil, err
+			}
+			defer s.Stop()
+			etcdEPs = []string{s.ClientURL}
+		}
+	}
+
+	cmp := &Comparison{Workload: co.Workload, Date: time.Now().UTC().Format(time.RFC3339),
+		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
+	run := func(target string, eps []string) (*Result, error) {
+		o := co.Options
+		o.Endpoints = eps
+		w, err := NewWorkload(co.Workload, co.Config)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(co.Log, "%s: %s ...\n", target, co.Workload)
+		r, err := Run(ctx, o, w)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", target, err)
+		}
+		r.Target = target
+		cmp.Params = r.Params
+		return r, nil
+	}
+	for i := range co.Rounds {
+		var round Round
+		var err error
+		// Alternate who goes first, so neither always runs on a warmer
+		// machine.
+		if i%2 == 0 {
+			if round.Basalt, err = run("basalt", basaltEPs); err == nil {
+				round.Etcd, err = run("etcd", etcdEPs)
+			}
+		} else {
+			if round.Etcd, err = run("etcd", etcdEPs); err == nil {
+				round.Basalt, err = run("basalt", basaltEPs)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		cmp.Rounds = append(cmp.Rounds, round)
+	}
+	if err := cmp.summarize(); err != nil {
+		return nil, err
+	}
+	if co.ResultsDir != "" {
+		if err := cmp.write(co.ResultsDir); err != nil {
+			return nil, err
+		}
+	}
+	return cmp, nil
+}
+
+// summarize merges the rounds of each target and computes the ratios.
+// Rounds of one target ran one after another, so their throughputs
+// average rather than add.
+func (c *Comparison) summarize() error {
+	var bs, es []*Result
+	for _, r := range c.Rounds {
+		bs, es = append(bs, r.Basalt), append(es, r.Etcd)
+	}
+	var err error
+	if c.Basalt, err = sequential(bs); err != nil {
+		return err
+	}
+	if c.Etcd, err = sequential(es); err != nil {
+		return err
+	}
+	c.ThroughputRatio = ratio(c.Basalt.Throughput, c.Etcd.Throughput)
+	b, e := c.Basalt.Latency, c.Etcd.Latency
+	c.LatencyRatio = map[string]float64{
+		"p50": ratio(b.P50, e.P50), "p90": ratio(b.P90, e.P90), "p99": ratio(b.P99, e.P99),
+		"p99.9": ratio(b.P999, e.P999), "max": ratio(b.Max, e.Max),
+	}
+	return nil
+}
+
+// sequential merges results of runs made one after another.
+func sequential(rs []*Result) (*Result, error) {
+	m, err := Merge(rs)
+	if err != nil {
+		return nil, err
+	}
+	var secs float64
+	for _, r := range rs {
+		secs += r.Seconds
+	}
+	m.Seconds = secs
+	m.Throughput = float64(m.Requests-m.Errors) / secs
+	if m.Histogram.Count() > 0 && rs[0].Extra["request"] != (Percentiles{}) {
+		// Event workloads count deliveries, not requests.
+		m.Throughput = float64(m.Histogram.Count()) / secs
+	}
+	m.Clients, m.Conns, m.Rate = rs[0].Clients, rs[0].Conns, rs[0].Rate
+	m.Target = rs[0].Target
+	return m, nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// PrintComparison writes the side-by-side table.
+func PrintComparison(w io.Writer, c *Comparison) {
+	fmt.Fprintf(w, "workload %s %s (%d rounds)\n", c.Workload, formatParams(c.Params), len(c.Rounds))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "\tbasalt\tetcd\tbasalt/etcd\t\n")
+	fmt.Fprintf(tw, "throughput/s\t%.1f\t%.1f\t%.2fx\t\n", c.Basalt.Throughput, c.Etcd.Throughput, c.ThroughputRatio)
+	b, e := c.Basalt.Latency, c.Etcd.Latency
+	for _, row := range []struct {
+		name string
+		b, e float64
+	}{{"p50 ms", b.P50, e.P50}, {"p90 ms", b.P90, e.P90}, {"p99 ms", b.P99, e.P99}, {"p99.9 ms", b.P999, e.P999}, {"max ms", b.Max, e.Max}} {
+		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.2fx\t\n", row.name, row.b, row.e, ratio(row.b, row.e))
+	}
+	fmt.Fprintf(tw, "errors\t%d\t%d\t\t\n", c.Basalt.Errors, c.Etcd.Errors)
+	tw.Flush()
+	if c.Dir != "" {
+		fmt.Fprintf(w, "report: %s\n", c.Dir)
+	}
+}
+
+// write stores comparison.json and report.html in a new directory.
+func (c *Comparison) write(resultsDir string) error {
+	dir := filepath.Join(resultsDir, time.Now().UTC().Format("20060102-150405")+"-"+c.Workload)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var js bytes.Buffer
+	if err := WriteJSON(&js, c); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "comparison.json"), js.Bytes(), 0o644); err != nil {
+		return err
+	}
+	var page bytes.Buffer
+	if err := writeHTML(&page, c); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.html"), page.Bytes(), 0o644); err != nil {
+		return err
+	}
+	c.Dir = dir
+	return nil
+}
+
+// basaltProcess is a basalt node started for a comparison.
+type basaltProcess struct {
+	cmd       *exec.Cmd
+	done      chan struct{}
+	clientURL string
+}
+
+func (p *basaltProcess) stop() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// startBasalt starts a basalt node with its data under work.
+func startBasalt(ctx context.Context, bin, work string, log io.Writer) (*basaltProcess, error) {
+	if bin == "" {
+		bin = filepath.Join(work, "basalt")
+		fmt.Fprintln(log, "building basalt ...")
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/basaltdb/basalt/cmd/basalt").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("bench: build basalt (or pass --basalt-bin): %v\n%s", err, out)
+		}
+	}
+	client, err := etcdproc.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	peer, err := etcdproc.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p := &basaltProcess{clientURL: "http://" + client, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, "--data-dir", filepath.Join(work, "basalt-data"),
+		"--listen-client-urls", p.clientURL, "--listen-peer-urls", "http://"+peer, "--log-level", "error")
+	var stderr bytes.Buffer
+	p.cmd.Stderr = &stderr
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := etcdproc.WaitHealthy(wctx, p.clientURL, p.done); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("bench: basalt: %w\n%s", err, stderr.String())
+	}
+	return p, nil
+}
+
+// startEtcd starts etcd 3.7.3 with its data under work: the same disk as
+// Basalt's, fsync on.
+func startEtcd(ctx context.Context, bin, work string) (*etcdproc.Server, error) {
+	client, err := etcdproc.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	peer, err := etcdproc.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	s, err := etcdproc.Start(wctx, etcdproc.Options{Binary: bin, Dir: work, ClientAddr: client, PeerAddr: peer})
+	if err != nil {
+		return nil, errors.Join(errors.New("bench: etcd (or pass --etcd-bin)"), err)
+	}
+	return s, nil
+}
