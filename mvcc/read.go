@@ -194,7 +194,9 @@ func getVersion(r pebble.Reader, userKey []byte, rev int64) (v version, modRev i
 		return version{}, 0, false, err
 	}
 	defer it.Close()
-	if !it.SeekGE(seek) {
+	// A prefix seek lets Pebble skip sstables whose bloom filter does not
+	// hold the key: most lookups of a key that was never written.
+	if !it.SeekPrefixGE(seek) {
 		return version{}, 0, false, it.Error()
 	}
 	_, kr, ok := decodeDataKey(it.Key())

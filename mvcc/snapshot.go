@@ -50,7 +50,6 @@ func (sh *Shard) RecoverSnapshot(r io.Reader) error {
 	if err := recoverSnapshot(sh.store.db, r, sh.selectors()); err != nil {
 		return err
 	}
-	sh.latest.reset()
 	return sh.load()
 }
 

@@ -181,7 +181,7 @@ func (sh *Shard) load() error {
 		}
 		sh.start, sh.end = start, end
 	}
-	return nil
+	return sh.latest.load(sh.store.db, sh.start, sh.end)
 }
 
 // ID returns the shard id.

@@ -517,3 +517,53 @@ func TestIgnoreValueAfterDeleteFails(t *testing.T) {
 		t.Fatalf("a rejected txn changed the store: %q at revision %d", keysOf(resp.Kvs), s.sh.Rev())
 	}
 }
+
+// TestPutsAfterReopenKeepHistory: a put after the store is reopened (the
+// cache of latest versions rebuilt from disk) or with the cache cold (every
+// lookup from Pebble) continues each key's version and create revision.
+func TestPutsAfterReopenKeepHistory(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, _ := st.OpenShard(2, nil, nil)
+	s := &testShard{t: t, store: st, sh: sh}
+	s.put("a", "1") // 2
+	s.put("a", "2") // 3
+	s.put("b", "1") // 4
+	s.del("b", "")  // 5
+	if err := st.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	st, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	sh, _ = st.OpenShard(2, nil, nil)
+	if !sh.latest.complete {
+		t.Fatal("a small shard's cache of latest versions must be complete after opening")
+	}
+	s = &testShard{t: t, store: st, sh: sh, index: sh.AppliedIndex()}
+	check := func(key string, create, ver int64) {
+		t.Helper()
+		resp, _ := s.rangeReq(&pb.RangeRequest{Key: []byte(key)})
+		if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != create || resp.Kvs[0].Version != ver {
+			t.Fatalf("%s: %v, want create %d version %d", key, resp.Kvs, create, ver)
+		}
+	}
+	s.put("a", "3") // 6
+	check("a", 2, 3)
+	s.put("b", "again") // 7: a new generation
+	check("b", 7, 1)
+
+	// Cold cache: lookups go to Pebble.
+	sh.latest.m, sh.latest.complete = nil, false
+	s.put("a", "4") // 8
+	check("a", 2, 4)
+	s.put("c", "new") // 9
+	check("c", 9, 1)
+}

@@ -15,9 +15,10 @@ import (
 type Writer struct {
 	sh      *Shard
 	b       *pebble.Batch
-	rev     int64 // revision of the newest write, this batch included
-	compact int64 // compacted revision, this batch included
-	buf     []byte
+	rev     int64  // revision of the newest write, this batch included
+	compact int64  // compacted revision, this batch included
+	buf     []byte // scratch for keys
+	vbuf    []byte // scratch for values (Pebble copies what it is given)
 	// latest holds the latest versions this batch wrote; they reach the
 	// shard's cache when the batch commits.
 	latest map[string]latestVersion
@@ -120,7 +121,7 @@ func (w *Writer) latestOf(key []byte) (latestVersion, error) {
 	if v, ok := w.latest[string(key)]; ok {
 		return v, nil
 	}
-	if v, ok := w.sh.latest.get(key); ok {
+	if v, known := w.sh.latest.get(key); known {
 		return v, nil
 	}
 	prev, _, found, err := getVersion(w.b, key, math.MaxInt64)
@@ -152,12 +153,13 @@ func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
 	sub := Revision{Main: tw.rev, Sub: tw.changes}
 	b := tw.w.b
 	tw.w.buf = appendDataKey(tw.w.buf[:0], key, sub)
-	vbuf := appendValue(make([]byte, 0, len(value)+24), v)
-	if err := b.Set(tw.w.buf, vbuf, nil); err != nil {
+	tw.w.vbuf = appendValue(tw.w.vbuf[:0], v)
+	if err := b.Set(tw.w.buf, tw.w.vbuf, nil); err != nil {
 		return 0, err
 	}
 	tw.w.buf = appendChangeKey(tw.w.buf[:0], sub)
-	if err := b.Set(tw.w.buf, appendChange(nil, EventPut, key), nil); err != nil {
+	tw.w.vbuf = appendChange(tw.w.vbuf[:0], EventPut, key)
+	if err := b.Set(tw.w.buf, tw.w.vbuf, nil); err != nil {
 		return 0, err
 	}
 	if err := tw.moveLease(key, found, prev.lease, lease); err != nil {
@@ -214,7 +216,8 @@ func (tw *TxnWrite) delete(key []byte, lease int64) error {
 		return err
 	}
 	tw.w.buf = appendChangeKey(tw.w.buf[:0], sub)
-	if err := b.Set(tw.w.buf, appendChange(nil, EventDelete, key), nil); err != nil {
+	tw.w.vbuf = appendChange(tw.w.vbuf[:0], EventDelete, key)
+	if err := b.Set(tw.w.buf, tw.w.vbuf, nil); err != nil {
 		return err
 	}
 	if lease != 0 {

@@ -353,6 +353,12 @@ func (m MetaGroup) ReadState(ctx context.Context) (*basaltpb.MetaState, error) {
 	return v.(*basaltpb.MetaState), nil
 }
 
+// ConfirmLeader returns once a ReadIndex on the meta group succeeded: this
+// node led the group at some point after the call began.
+func (m MetaGroup) ConfirmLeader(ctx context.Context) error {
+	return shard.ReadIndex(ctx, m.h.nh, shard.MetaShardID)
+}
+
 // Propose proposes a meta command and waits until it is applied.
 func (m MetaGroup) Propose(ctx context.Context, cmd *basaltpb.MetaCommand) error {
 	data, err := shard.EncodeMetaCommand(cmd)

@@ -34,11 +34,14 @@ type DataStateMachine struct {
 	sink   atomic.Pointer[sinkRef]
 }
 
-// ResultSink receives the outcome of every write as it is applied: the
-// sequencer that proposed it is waiting for it on this node. Apply tells
-// the sink after the writes are committed to the store.
+// ResultSink is the sequencer on this node, which proposed (some of) the
+// writes apply meets. Apply tells it the outcome of every write after the
+// writes are committed to the store.
 type ResultSink interface {
 	Applied(rev int64, resp *pb.TxnResponse, err error)
+	// Proposed returns the transaction the sink proposed at rev, if it did:
+	// the same transaction the entry holds, already decoded.
+	Proposed(rev int64) *pb.TxnRequest
 }
 
 type sinkRef struct{ ResultSink }
@@ -109,52 +112,51 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 }
 
 func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome) ([]byte, error) {
-	var c basaltpb.DataCommand
-	if err := proto.Unmarshal(cmd, &c); err != nil {
-		return nil, fmt.Errorf("shard: undecodable data command: %w", err)
+	compact, err := decodeDataCommand(cmd, func(rev int64, txn []byte) error {
+		return s.applyWrite(w, rev, txn, outcomes)
+	})
+	if err != nil || compact == nil {
+		return nil, err
 	}
-	switch c := c.Command.(type) {
-	case *basaltpb.DataCommand_WriteBatch:
-		return nil, s.applyWrites(w, c.WriteBatch, outcomes)
-	case *basaltpb.DataCommand_Compact:
-		code := basaltpb.ErrorCode_OK
-		if c.Compact.Revision <= w.CompactRev() {
-			code = basaltpb.ErrorCode_COMPACTED
-		} else if err := w.Compact(c.Compact.Revision); err != nil {
-			return nil, err
-		}
-		return proto.Marshal(&basaltpb.CompactResult{Error: code})
-	default:
-		return nil, fmt.Errorf("shard: unknown data command %T", c)
+	code := basaltpb.ErrorCode_OK
+	if compact.Revision <= w.CompactRev() {
+		code = basaltpb.ErrorCode_COMPACTED
+	} else if err := w.Compact(compact.Revision); err != nil {
+		return nil, err
 	}
+	return proto.Marshal(&basaltpb.CompactResult{Error: code})
 }
 
-// applyWrites applies a batch of writes. Their outcomes go to the sink, not
-// into the entry's result: only the proposer wants them, and it is on this
-// node.
-func (s *DataStateMachine) applyWrites(w *mvcc.Writer, b *basaltpb.WriteBatch, outcomes *[]outcome) error {
-	for _, wr := range b.Writes {
-		if wr.Revision <= w.Rev() {
-			// Proposed by a deposed leader: its revision is not above what
-			// this shard has applied.
-			*outcomes = append(*outcomes, outcome{rev: wr.Revision, err: ErrStaleRevision})
-			continue
-		}
-		var txn pb.TxnRequest
-		if err := proto.Unmarshal(wr.Txn, &txn); err != nil {
-			return fmt.Errorf("shard: undecodable txn at revision %d: %w", wr.Revision, err)
-		}
-		resp, changed, err := w.ApplyTxn(context.Background(), wr.Revision, &txn, s.leases)
-		switch {
-		case err != nil:
-			if _, ok := errorCode(err); !ok {
-				return err
-			}
-		case !changed:
-			resp, err = nil, ErrNoWrite
-		}
-		*outcomes = append(*outcomes, outcome{rev: wr.Revision, resp: resp, err: err})
+// applyWrite applies one write of a batch. Its outcome goes to the sink,
+// not into the entry's result: only the proposer wants it, and it is on
+// this node.
+func (s *DataStateMachine) applyWrite(w *mvcc.Writer, rev int64, data []byte, outcomes *[]outcome) error {
+	if rev <= w.Rev() {
+		// Proposed by a deposed leader: its revision is not above what this
+		// shard has applied.
+		*outcomes = append(*outcomes, outcome{rev: rev, err: ErrStaleRevision})
+		return nil
 	}
+	var txn *pb.TxnRequest
+	if ref := s.sink.Load(); ref != nil {
+		txn = ref.Proposed(rev) // revisions are unique: it is this entry's
+	}
+	if txn == nil {
+		txn = &pb.TxnRequest{}
+		if err := proto.Unmarshal(data, txn); err != nil {
+			return fmt.Errorf("shard: undecodable txn at revision %d: %w", rev, err)
+		}
+	}
+	resp, changed, err := w.ApplyTxn(context.Background(), rev, txn, s.leases)
+	switch {
+	case err != nil:
+		if _, ok := errorCode(err); !ok {
+			return err
+		}
+	case !changed:
+		resp, err = nil, ErrNoWrite
+	}
+	*outcomes = append(*outcomes, outcome{rev: rev, resp: resp, err: err})
 	return nil
 }
 

@@ -56,6 +56,8 @@ func (r *recordingSink) Applied(rev int64, resp *pb.TxnResponse, err error) {
 	r.outcomes = append(r.outcomes, outcome{rev, resp, err})
 }
 
+func (r *recordingSink) Proposed(int64) *pb.TxnRequest { return nil }
+
 // TestApplyIsDeterministic applies the same log to two replicas: the
 // results and the stored history (HashKV) are identical, and a write whose
 // revision is not above the shard's (a deposed leader's) is rejected.

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/basaltdb/basalt/internal/combine"
 	"github.com/basaltdb/basalt/mvcc"
 	"github.com/basaltdb/basalt/proto/basaltpb"
 )
@@ -27,6 +28,8 @@ type Replica struct {
 
 	leader atomic.Uint64 // replica id of the leader as last reported; 0 unknown
 	term   atomic.Uint64
+
+	barrier *combine.Combiner[*barrierWaiter]
 }
 
 // NewReplica wires a replica started on nh to its sequencer, once its state
@@ -42,6 +45,7 @@ func NewReplica(ctx context.Context, nh *dragonboat.NodeHost, sm *DataStateMachi
 		return nil, err
 	}
 	r := &Replica{shardID: sm.shardID, replicaID: sm.replicaID, nh: nh, sm: sm, lg: lg}
+	r.barrier = combine.New(r.serveBarrier)
 	r.seq = NewSequencer(cfg, sm.shardID, user, nh.GetNoOPSession(sm.shardID), sm.Shard(), tso, leases, lg)
 	sm.SetSink(r.seq)
 	return r, nil
@@ -97,8 +101,39 @@ func (r *Replica) ReadAt(ctx context.Context, rev int64) (*mvcc.ReadView, error)
 // reads: no Raft round trip, possibly behind the leader.
 func (r *Replica) View() *mvcc.ReadView { return r.sm.Shard().View() }
 
+// readIndex confirms leadership for a read. Concurrent reads share one
+// ReadIndex: a read joins the next one issued after it arrived, never one
+// already in flight, which may predate writes acknowledged before it.
 func (r *Replica) readIndex(ctx context.Context) error {
-	rs, err := r.nh.ReadIndex(r.shardID, timeoutOf(ctx))
+	b := &barrierWaiter{done: make(chan error, 1)}
+	r.barrier.Submit(b)
+	select {
+	case err := <-b.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type barrierWaiter struct{ done chan error }
+
+// serveBarrier issues one ReadIndex for a batch of reads.
+func (r *Replica) serveBarrier(batch []*barrierWaiter) {
+	ctx, cancel := context.WithTimeout(context.Background(), readIndexTimeout)
+	err := ReadIndex(ctx, r.nh, r.shardID)
+	cancel()
+	for _, b := range batch {
+		b.done <- err
+	}
+}
+
+// readIndexTimeout bounds one ReadIndex.
+const readIndexTimeout = 10 * time.Second
+
+// ReadIndex runs dragonboat's ReadIndex on a group and waits until this
+// replica has applied everything committed when it was issued.
+func ReadIndex(ctx context.Context, nh *dragonboat.NodeHost, shardID uint64) error {
+	rs, err := nh.ReadIndex(shardID, timeoutOf(ctx))
 	if err != nil {
 		return err
 	}

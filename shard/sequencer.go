@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/mvcc"
-	"github.com/basaltdb/basalt/proto/basaltpb"
 )
 
 // RevisionAllocator hands out cluster-wide revisions: Allocate(n) returns
@@ -381,25 +380,20 @@ func (s *Sequencer) propose(batch []*writeReq) {
 	cancel()
 	var rs *dragonboat.RequestState
 	if err == nil {
-		cmd := &basaltpb.DataCommand{Command: &basaltpb.DataCommand_WriteBatch{WriteBatch: &basaltpb.WriteBatch{
-			Writes: make([]*basaltpb.Write, len(batch)),
-		}}}
-		writes := cmd.GetWriteBatch().Writes
+		txns := make([][]byte, len(batch))
 		for i, r := range batch {
-			writes[i] = &basaltpb.Write{Revision: first + int64(i), Txn: r.data}
+			txns[i] = r.data
 		}
-		var data []byte
-		if data, err = proto.Marshal(cmd); err == nil {
-			// Registered before proposing: apply may report before Propose
-			// returns.
-			s.pendingMu.Lock()
-			for i, r := range batch {
-				s.pending[first+int64(i)] = r
-			}
-			s.pendingMu.Unlock()
-			if rs, err = s.proposer.Propose(s.session, data, s.cfg.ProposalTimeout); err != nil {
-				s.takePending(first, len(batch))
-			}
+		data := encodeWriteBatch(first, txns)
+		// Registered before proposing: apply may report before Propose
+		// returns.
+		s.pendingMu.Lock()
+		for i, r := range batch {
+			s.pending[first+int64(i)] = r
+		}
+		s.pendingMu.Unlock()
+		if rs, err = s.proposer.Propose(s.session, data, s.cfg.ProposalTimeout); err != nil {
+			s.takePending(first, len(batch))
 		}
 	}
 
@@ -458,6 +452,17 @@ func (s *Sequencer) Applied(rev int64, resp *pb.TxnResponse, err error) {
 	if ok {
 		r.done <- writeResult{resp: resp, err: err}
 	}
+}
+
+// Proposed returns the transaction this sequencer proposed at rev, if any.
+func (s *Sequencer) Proposed(rev int64) *pb.TxnRequest {
+	s.pendingMu.Lock()
+	r, ok := s.pending[rev]
+	s.pendingMu.Unlock()
+	if !ok {
+		return nil
+	}
+	return r.txn
 }
 
 // takePending removes the writes of revisions [first, first+n) that apply

@@ -14,10 +14,11 @@ import (
 var ErrTSONotReady = errors.New("txncoord: timestamp oracle not ready")
 
 // MetaGroup is what the TSO needs of the meta group: a linearizable read of
-// its state (which also confirms that this node still leads the group) and
-// a proposal that returns once applied.
+// its state, a confirmation that this node still leads it (a ReadIndex),
+// and a proposal that returns once applied.
 type MetaGroup interface {
 	ReadState(ctx context.Context) (*basaltpb.MetaState, error)
+	ConfirmLeader(ctx context.Context) error
 	Propose(ctx context.Context, cmd *basaltpb.MetaCommand) error
 }
 
@@ -106,7 +107,7 @@ func (t *TSO) Current(ctx context.Context) (int64, error) {
 	if !ready {
 		return 0, ErrTSONotReady
 	}
-	if _, err := t.meta.ReadState(ctx); err != nil {
+	if err := t.meta.ConfirmLeader(ctx); err != nil {
 		return 0, err
 	}
 	return cur, nil

@@ -3,7 +3,9 @@ package txncoord
 import (
 	"context"
 	"errors"
-	"sync"
+	"sync/atomic"
+
+	"github.com/basaltdb/basalt/internal/combine"
 )
 
 // TSOServer is the oracle a TSOClient calls: the local TSO, or (on a node
@@ -16,16 +18,16 @@ type TSOServer interface {
 // ErrTSOClientClosed is returned after Close.
 var ErrTSOClientClosed = errors.New("txncoord: TSO client closed")
 
-// TSOClient merges the TSO requests of its callers: one call to the server
-// is in flight at a time, and every request that arrives meanwhile is served
-// by the next call (one Allocate for the sum of the counts, one Current for
+// TSOClient merges its callers' requests: one call to the server is in
+// flight at a time, and every request that arrives meanwhile is served by
+// the next call (one Allocate for the sum of the counts, one Current for
 // all readers). The TSO is on every write's path; batching makes its cost
-// per batch, not per request.
+// per batch, not per request. An uncontended request makes its call in its
+// own goroutine (internal/combine).
 type TSOClient struct {
-	server TSOServer
-	reqc   chan *tsoRequest
-	stopc  chan struct{}
-	wg     sync.WaitGroup
+	server   TSOServer
+	combiner *combine.Combiner[*tsoRequest]
+	closed   atomic.Bool
 }
 
 type tsoRequest struct {
@@ -37,28 +39,15 @@ type tsoRequest struct {
 	done chan struct{}
 }
 
-// NewTSOClient starts a client of server.
+// NewTSOClient returns a client of server.
 func NewTSOClient(server TSOServer) *TSOClient {
-	c := &TSOClient{server: server, reqc: make(chan *tsoRequest, 10000), stopc: make(chan struct{})}
-	c.wg.Add(1)
-	go c.run()
+	c := &TSOClient{server: server}
+	c.combiner = combine.New(c.serve)
 	return c
 }
 
-// Close fails waiting requests and stops the client.
-func (c *TSOClient) Close() {
-	close(c.stopc)
-	c.wg.Wait()
-	for {
-		select {
-		case r := <-c.reqc:
-			r.err = ErrTSOClientClosed
-			close(r.done)
-		default:
-			return
-		}
-	}
-}
+// Close makes later requests fail; requests already queued are served.
+func (c *TSOClient) Close() { c.closed.Store(true) }
 
 // Allocate returns the first of n consecutive new revisions.
 func (c *TSOClient) Allocate(ctx context.Context, n int) (int64, error) {
@@ -72,52 +61,17 @@ func (c *TSOClient) Current(ctx context.Context) (int64, error) {
 }
 
 func (c *TSOClient) do(ctx context.Context, n int) (int64, error) {
-	r := &tsoRequest{ctx: ctx, n: n, done: make(chan struct{})}
-	select {
-	case c.reqc <- r:
-	case <-c.stopc:
+	if c.closed.Load() {
 		return 0, ErrTSOClientClosed
-	case <-ctx.Done():
-		return 0, ctx.Err()
 	}
+	r := &tsoRequest{ctx: ctx, n: n, done: make(chan struct{})}
+	c.combiner.Submit(r)
 	select {
 	case <-r.done:
 		return r.rev, r.err
 	case <-ctx.Done():
+		// Still answered later; a revision allocated for it stays unused.
 		return 0, ctx.Err()
-	case <-c.stopc:
-		// Close answers what it finds queued; a request queued after that
-		// is answered here.
-		select {
-		case <-r.done:
-			return r.rev, r.err
-		default:
-			return 0, ErrTSOClientClosed
-		}
-	}
-}
-
-func (c *TSOClient) run() {
-	defer c.wg.Done()
-	var batch []*tsoRequest
-	for {
-		batch = batch[:0]
-		select {
-		case r := <-c.reqc:
-			batch = append(batch, r)
-		case <-c.stopc:
-			return
-		}
-	drain:
-		for {
-			select {
-			case r := <-c.reqc:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		c.serve(batch)
 	}
 }
 
