@@ -199,13 +199,14 @@ func TestMergeAndReports(t *testing.T) {
 }
 
 // TestRunAgainstNode runs each workload Basalt serves today, briefly,
-// against an in-process node.
+// against an in-process node (lease-keepalive waits for leases).
 func TestRunAgainstNode(t *testing.T) {
 	n := testnode.Start(t)
-	for _, name := range []string{"put", "range", "txn-put", "txn-mixed"} {
+	for _, name := range []string{"put", "range", "txn-put", "txn-mixed", "watch", "k8s"} {
 		t.Run(name, func(t *testing.T) {
 			cfg := DefaultWorkloadConfig()
 			cfg.KeySpace, cfg.TxnOps = 100, 4
+			cfg.Streams, cfg.WatchersPer, cfg.Objects, cfg.PageSize, cfg.Watchers = 2, 3, 50, 20, 2
 			w, err := NewWorkload(name, cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -214,7 +215,11 @@ func TestRunAgainstNode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Requests != 200 || res.Errors != 0 || res.Latency.Count != 200 || res.Throughput <= 0 {
+			want := int64(200)
+			if name == "watch" {
+				want = 200 * 2 * 3 // every put reaches every watcher
+			}
+			if res.Requests != 200 || res.Errors != 0 || res.Latency.Count != want || res.Throughput <= 0 {
 				t.Fatalf("%s: %d requests, %d errors %v, %d latencies", name, res.Requests, res.Errors, res.ErrorSamples, res.Latency.Count)
 			}
 		})

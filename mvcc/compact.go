@@ -27,7 +27,7 @@ func (w *Writer) Compact(rev int64) error {
 	w.compact = rev
 	w.setMeta(metaCompact, binary.BigEndian.AppendUint64(nil, uint64(rev)))
 
-	lower := appendChangeKey(nil, Revision{Main: max(prev+1, 0)})
+	lower := appendChangeKey(nil, Revision{Main: max(prev, 0)})
 	upper := appendChangeKey(nil, Revision{Main: rev + 1})
 	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
@@ -49,9 +49,11 @@ func (w *Writer) Compact(rev int64) error {
 			continue
 		}
 		keys = append(keys, append([]byte(nil), userKey...))
-		if err := w.b.Delete(it.Key(), nil); err != nil {
-			it.Close()
-			return err
+		if r, _ := decodeChangeKey(it.Key()); r.Main < rev {
+			if err := w.b.Delete(it.Key(), nil); err != nil {
+				it.Close()
+				return err
+			}
 		}
 	}
 	if err := it.Close(); err != nil {

@@ -39,8 +39,9 @@
 // tombstone and reports no key; at 5 it finds "c" with create revision 5 and
 // version 1, a new generation of the key. Compact(4) walks the change log up
 // to 4, keeps nothing of foo at or below 4 (its newest version there is a
-// tombstone) and deletes the change log up to 4; reads at 4 and 5 answer as
-// before, reads at 3 fail with ErrCompacted.
+// tombstone) and deletes the change log below 4 (the entry at 4 stays, so a
+// watch may still start at 4); reads at 4 and 5 answer as before, reads at 3
+// fail with ErrCompacted.
 //
 // # Invariants
 //

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
 // Writer applies a run of a shard's Raft entries as one Pebble batch: write
@@ -22,7 +23,17 @@ type Writer struct {
 	// latest holds the latest versions this batch wrote; they reach the
 	// shard's cache when the batch commits.
 	latest map[string]latestVersion
+	// events, when captured, are the changes this batch made, in order.
+	capture bool
+	events  []*mvccpb.Event
 }
+
+// CaptureEvents makes the writer keep the events of its changes (for watch).
+func (w *Writer) CaptureEvents() { w.capture = true }
+
+// Events returns the events of the batch's changes in revision order (sub
+// revisions in order within a revision). Event values alias the requests'.
+func (w *Writer) Events() []*mvccpb.Event { return w.events }
 
 // NewWriter starts a batch for the shard.
 func (sh *Shard) NewWriter() *Writer {
@@ -166,6 +177,11 @@ func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
 		return 0, err
 	}
 	tw.w.setLatest(key, latestVersion{exists: true, create: v.create, ver: v.ver, lease: lease})
+	if tw.w.capture {
+		tw.w.events = append(tw.w.events, &mvccpb.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{
+			Key: key, CreateRevision: v.create, ModRevision: tw.rev, Version: v.ver, Value: value, Lease: lease,
+		}})
+	}
 	tw.changes++
 	return tw.rev, nil
 }
@@ -226,6 +242,9 @@ func (tw *TxnWrite) delete(key []byte, lease int64) error {
 		}
 	}
 	tw.w.setLatest(key, latestVersion{})
+	if tw.w.capture {
+		tw.w.events = append(tw.w.events, &mvccpb.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: key, ModRevision: tw.rev}})
+	}
 	tw.changes++
 	return nil
 }

@@ -38,6 +38,7 @@ func (s *Server) httpHandler(addr string) (http.Handler, *grpc.ClientConn, error
 	ctx := context.Background()
 	for _, register := range []func(context.Context, *gw.ServeMux, *grpc.ClientConn) error{
 		etcdgw.RegisterKVHandler,
+		etcdgw.RegisterWatchHandler,
 		etcdgw.RegisterMaintenanceHandler,
 		etcdgw.RegisterClusterHandler,
 	} {

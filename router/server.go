@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/basaltdb/basalt/txncoord"
+	"github.com/basaltdb/basalt/watchfanout"
 )
 
 // grpcOverheadBytes is what etcd allows a gRPC message beyond
@@ -55,7 +56,11 @@ type Config struct {
 	// EnablePprof serves Go's profiles under /debug/pprof (etcd's
 	// --enable-pprof).
 	EnablePprof bool
-	Logger      *zap.Logger
+	// WatchProgressNotifyInterval is how often watches with progress_notify
+	// hear of progress when they get no events (etcd's
+	// --watch-progress-notify-interval; default 10 minutes, at least 100 ms).
+	WatchProgressNotifyInterval time.Duration
+	Logger                      *zap.Logger
 }
 
 // Validate checks the config and fills in defaults.
@@ -78,6 +83,10 @@ func (c *Config) Validate() error {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 7 * time.Second
 	}
+	if c.WatchProgressNotifyInterval == 0 {
+		c.WatchProgressNotifyInterval = 10 * time.Minute
+	}
+	c.WatchProgressNotifyInterval = max(c.WatchProgressNotifyInterval, minProgressInterval)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -89,6 +98,7 @@ func (c *Config) Validate() error {
 type Server struct {
 	cfg   Config
 	coord *txncoord.Coordinator
+	hub   *watchfanout.Hub
 	grpc  *grpc.Server
 	lg    *zap.Logger
 
@@ -100,11 +110,11 @@ type Server struct {
 }
 
 // New builds the server; Serve starts it on listeners.
-func New(cfg Config, coord *txncoord.Coordinator) (*Server, error) {
+func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, coord: coord, lg: cfg.Logger}
+	s := &Server{cfg: cfg, coord: coord, hub: hub, lg: cfg.Logger}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
@@ -115,6 +125,7 @@ func New(cfg Config, coord *txncoord.Coordinator) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
 	)
 	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
+	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
 	hs := health.NewServer()

@@ -29,9 +29,10 @@ type DataStateMachine struct {
 	leases    mvcc.LeaseChecker
 	lg        *zap.Logger
 
-	sh     *mvcc.Shard   // set by Open
-	opened chan struct{} // closed by Open
-	sink   atomic.Pointer[sinkRef]
+	sh       *mvcc.Shard   // set by Open
+	opened   chan struct{} // closed by Open
+	sink     atomic.Pointer[sinkRef]
+	observer atomic.Pointer[observerRef]
 }
 
 // ResultSink is the sequencer on this node, which proposed (some of) the
@@ -86,6 +87,10 @@ func (s *DataStateMachine) Shard() *mvcc.Shard { return s.sh }
 // index of the last one, then tells the sink how each write ended.
 func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	w := s.sh.NewWriter()
+	observed := s.observer.Load() != nil
+	if observed {
+		w.CaptureEvents()
+	}
 	if s.sh.AppliedIndex() == 0 {
 		// First entry ever: record the span the shard was created with.
 		w.SetSpan(s.start, s.end)
@@ -102,6 +107,11 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	}
 	if err := w.Commit(entries[len(entries)-1].Index); err != nil {
 		return nil, err
+	}
+	if observed {
+		// Every write of this shard at or below its revision is applied:
+		// batches apply in revision order.
+		s.publish(w.Events(), w.Rev())
 	}
 	if ref := s.sink.Load(); ref != nil {
 		for _, o := range outcomes {

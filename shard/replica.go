@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,13 @@ type Replica struct {
 	term   atomic.Uint64
 
 	barrier *combine.Combiner[*barrierWaiter]
+
+	tso          RevisionAllocator
+	resolverOnce sync.Once
+	resolvec     chan struct{}
+	stopc        chan struct{}
+	stopOnce     sync.Once
+	wg           sync.WaitGroup
 }
 
 // NewReplica wires a replica started on nh to its sequencer, once its state
@@ -44,15 +52,23 @@ func NewReplica(ctx context.Context, nh *dragonboat.NodeHost, sm *DataStateMachi
 	if err != nil {
 		return nil, err
 	}
-	r := &Replica{shardID: sm.shardID, replicaID: sm.replicaID, nh: nh, sm: sm, lg: lg}
+	r := &Replica{shardID: sm.shardID, replicaID: sm.replicaID, nh: nh, sm: sm, lg: lg, tso: tso,
+		resolvec: make(chan struct{}, 1), stopc: make(chan struct{})}
 	r.barrier = combine.New(r.serveBarrier)
 	r.seq = NewSequencer(cfg, sm.shardID, user, nh.GetNoOPSession(sm.shardID), sm.Shard(), tso, leases, lg)
 	sm.SetSink(r.seq)
 	return r, nil
 }
 
-// Stop stops the sequencer.
-func (r *Replica) Stop() { r.seq.Stop() }
+// Stop stops the sequencer and the resolver.
+func (r *Replica) Stop() {
+	r.stopOnce.Do(func() {
+		close(r.stopc)
+		r.wg.Wait()
+		r.sm.SetObserver(nil)
+	})
+	r.seq.Stop()
+}
 
 // ShardID returns the shard's id.
 func (r *Replica) ShardID() uint64 { return r.shardID }

@@ -43,6 +43,8 @@ func (a *countingAllocator) Allocate(_ context.Context, n int) (int64, error) {
 	return first, nil
 }
 
+func (a *countingAllocator) Current(context.Context) (int64, error) { return a.current(), nil }
+
 // current is the newest revision handed out.
 func (a *countingAllocator) current() int64 {
 	a.mu.Lock()

@@ -18,9 +18,10 @@ import (
 
 // RevisionAllocator hands out cluster-wide revisions: Allocate(n) returns
 // the first of n consecutive revisions, all above any revision handed out or
-// reported current before the call.
+// reported current before the call; Current returns the newest handed out.
 type RevisionAllocator interface {
 	Allocate(ctx context.Context, n int) (first int64, err error)
+	Current(ctx context.Context) (int64, error)
 }
 
 // Proposer appends commands to a shard's Raft log (dragonboat's

@@ -259,3 +259,52 @@ func TestCleanRestart(t *testing.T) {
 	}
 	p.stop()
 }
+
+// TestEtcdctlWatch runs `etcdctl watch` against the binary and a real etcd
+// through the same writes: the printed events must match.
+func TestEtcdctlWatch(t *testing.T) {
+	basalt := startProcess(t, t.TempDir(), freeAddr(t), freeAddr(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	etcd, err := etcdproc.Start(ctx, etcdproc.Options{Dir: t.TempDir(), ClientAddr: freeAddr(t), PeerAddr: freeAddr(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Stop()
+
+	bin, err := etcdproc.ToolPath("etcdctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs := make([]*bytes.Buffer, 2)
+	for i, ep := range []string{etcd.ClientURL, basalt.clientURL} {
+		for _, args := range [][]string{{"put", "w/a", "1"}, {"put", "w/b", "2"}} {
+			if out, err := etcdctl(t, ep, "", args...); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		// From revision 2 with previous values, then live.
+		cmd := exec.Command(bin, "--endpoints", ep, "watch", "w/", "--prefix", "--rev", "2", "--prev-kv")
+		outputs[i] = &bytes.Buffer{}
+		cmd.Stdout = outputs[i]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		for _, args := range [][]string{{"put", "w/a", "3"}, {"del", "w/b"}, {"put", "other", "x"}, {"txn"}} {
+			stdin := ""
+			if args[0] == "txn" {
+				stdin = "\n\nput w/c 4\nput w/d 5\n\n"
+			}
+			if out, err := etcdctl(t, ep, stdin, args...); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+	if outputs[0].String() != outputs[1].String() || outputs[0].Len() == 0 {
+		t.Fatalf("etcdctl watch:\netcd:\n%s\nbasalt:\n%s", outputs[0], outputs[1])
+	}
+}

@@ -43,8 +43,11 @@ func run(args []string) error {
 		maxTxnOps       = fs.Int("max-txn-ops", 128, "maximum number of operations permitted in a transaction")
 		logLevel        = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		enablePprof     = fs.Bool("enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/")
+		progressNotify  = fs.Duration("watch-progress-notify-interval", 10*time.Minute, "duration of periodic watch progress notifications")
 		showVersion     = fs.Bool("version", false, "print the version and exit")
 	)
+	// etcd 3.5's name of the flag.
+	fs.DurationVar(progressNotify, "experimental-watch-progress-notify-interval", 10*time.Minute, "deprecated name of --watch-progress-notify-interval")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -74,7 +77,9 @@ func run(args []string) error {
 		MaxRequestBytes:     *maxRequestBytes,
 		MaxTxnOps:           *maxTxnOps,
 		EnablePprof:         *enablePprof,
-		Logger:              lg,
+
+		WatchProgressNotifyInterval: *progressNotify,
+		Logger:                      lg,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -56,6 +56,6 @@ func (l *dragonboatLogger) log() *zap.SugaredLogger {
 func (l *dragonboatLogger) SetLevel(logger.LogLevel)    {}
 func (l *dragonboatLogger) Debugf(string, ...any)       {}
 func (l *dragonboatLogger) Infof(string, ...any)        {}
-func (l *dragonboatLogger) Warningf(f string, a ...any) { l.log().Warnf(f, a...) }
-func (l *dragonboatLogger) Errorf(f string, a ...any)   { l.log().Errorf(f, a...) }
+func (l *dragonboatLogger) Warningf(f string, a ...any) { l.log().Infof(f, a...) }
+func (l *dragonboatLogger) Errorf(f string, a ...any)   { l.log().Warnf(f, a...) }
 func (l *dragonboatLogger) Panicf(f string, a ...any)   { l.log().Panicf(f, a...) }

@@ -18,6 +18,7 @@ import (
 	"github.com/basaltdb/basalt/router"
 	"github.com/basaltdb/basalt/shard"
 	"github.com/basaltdb/basalt/txncoord"
+	"github.com/basaltdb/basalt/watchfanout"
 )
 
 // Config is a node's configuration, etcd's flags by another name.
@@ -38,7 +39,9 @@ type Config struct {
 	MaxRequestBytes   int
 	MaxTxnOps         int
 	EnablePprof       bool
-	Logger            *zap.Logger
+	// WatchProgressNotifyInterval is etcd's --watch-progress-notify-interval.
+	WatchProgressNotifyInterval time.Duration
+	Logger                      *zap.Logger
 }
 
 // Validate checks the config and fills in etcd's defaults.
@@ -98,23 +101,24 @@ type Node struct {
 	tso       *txncoord.TSO
 	tsoClient *txncoord.TSOClient
 	coord     *txncoord.Coordinator
+	hub       *watchfanout.Hub
 	server    *router.Server
 	listeners []net.Listener
 	member    *pb.Member
 }
 
 // Start starts a node and returns once it serves clients.
-func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	logging.RouteDragonboat(cfg.Logger)
 	raftListen, _ := hostPort(cfg.ListenPeerURL)
 	raftAddr, _ := hostPort(cfg.AdvertisePeerURL)
-	n = &Node{cfg: cfg, lg: cfg.Logger}
+	n := &Node{cfg: cfg, lg: cfg.Logger}
 	defer func() {
 		if err != nil {
-			n.Stop()
+			n.Stop() // what was started
 		}
 	}()
 	n.host, err = placement.Start(placement.Config{
@@ -147,6 +151,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCache(state.Shards), n.host, n.host.MetaGroup(), nil, cfg.Logger)
+	var sources []watchfanout.Source
+	for _, r := range n.host.Replicas() {
+		sources = append(sources, r)
+	}
+	n.hub = watchfanout.NewHub(sources, n.coord.CurrentRevision, cfg.Logger)
 
 	n.member = &pb.Member{
 		ID:         memberID(cfg.ClusterToken, cfg.Name, cfg.AdvertisePeerURL),
@@ -163,7 +172,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		RaftTerm:        n.raftTerm,
 		EnablePprof:     cfg.EnablePprof,
 		Logger:          cfg.Logger,
-	}, n.coord)
+
+		WatchProgressNotifyInterval: cfg.WatchProgressNotifyInterval,
+	}, n.coord, n.hub)
 	if err != nil {
 		return nil, err
 	}
@@ -215,6 +226,9 @@ func (n *Node) ClientAddrs() []string {
 func (n *Node) Stop() {
 	if n.server != nil {
 		n.server.Stop()
+	}
+	if n.hub != nil {
+		n.hub.Close()
 	}
 	if n.host != nil {
 		for _, r := range n.host.Replicas() {

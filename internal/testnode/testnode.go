@@ -29,6 +29,11 @@ type Option func(*node.Config)
 // WithDataDir puts the node's data in dir (to restart on the same data).
 func WithDataDir(dir string) Option { return func(c *node.Config) { c.DataDir = dir } }
 
+// WithProgressNotifyInterval sets --watch-progress-notify-interval.
+func WithProgressNotifyInterval(d time.Duration) Option {
+	return func(c *node.Config) { c.WatchProgressNotifyInterval = d }
+}
+
 // WithVerboseLogs sends the node's logs to the test log.
 func WithVerboseLogs(t testing.TB) Option {
 	return func(c *node.Config) { c.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)) }
