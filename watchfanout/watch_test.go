@@ -35,10 +35,11 @@ type write struct {
 // prev_kv equal to the previous value, and bookmarks (a progress report at
 // R follows every event at or below R).
 type checker struct {
-	t       *testing.T
-	prefix  string
-	lastRev int64 // last revision seen in events
-	events  map[int64][]*clientv3.Event
+	t        *testing.T
+	prefix   string
+	lastRev  int64 // last revision seen in events
+	bookmark int64 // last progress report
+	events   map[int64][]*clientv3.Event
 }
 
 func (c *checker) add(resp clientv3.WatchResponse) {
@@ -50,6 +51,7 @@ func (c *checker) add(resp clientv3.WatchResponse) {
 		if resp.Header.Revision < c.lastRev {
 			c.t.Fatalf("progress at %d after an event at %d", resp.Header.Revision, c.lastRev)
 		}
+		c.bookmark = max(c.bookmark, resp.Header.Revision)
 		return
 	}
 	var rev int64
@@ -58,6 +60,9 @@ func (c *checker) add(resp clientv3.WatchResponse) {
 			rev = ev.Kv.ModRevision
 			if rev <= c.lastRev {
 				c.t.Fatalf("event at %d after one at %d: not ordered or repeated", rev, c.lastRev)
+			}
+			if rev <= c.bookmark {
+				c.t.Fatalf("event at %d after a progress report at %d: the bookmark lied", rev, c.bookmark)
 			}
 			if _, seen := c.events[rev]; seen {
 				c.t.Fatalf("revision %d delivered twice", rev)
