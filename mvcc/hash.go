@@ -52,7 +52,7 @@ func (sh *Shard) HashKV(ctx context.Context, rev int64) (KeyValueHash, int64, er
 	}
 	var entries []entry
 	anyAlive := false
-	it.SetBounds(dataSpanBounds(sh.start, sh.end))
+	it.SetBounds(dataSpanBounds(sh.Span()))
 	var lastKey []byte
 	sawNewest, sawCompacted := false, false
 	for valid := it.First(); valid; valid = it.Next() {

@@ -111,7 +111,7 @@ func (v *ReadView) rangeKeys(ctx context.Context, key, end []byte, curRev int64,
 // bounds clips the user-key range [key, end) to the shard's span and returns
 // its Pebble bounds; ok is false when nothing of the range is in the span.
 func (v *ReadView) bounds(key, end []byte) (lower, upper []byte, ok bool) {
-	start, stop := v.shard.start, v.shard.end
+	start, stop := v.shard.Span()
 	if end == nil {
 		// A single key.
 		if !v.shard.Contains(key) {

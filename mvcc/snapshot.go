@@ -24,7 +24,7 @@ type selector struct {
 // selectors returns what a data shard's snapshot holds: its versions, the
 // change log and lease index entries of its keys, and its metadata.
 func (sh *Shard) selectors() []selector {
-	dl, du := dataSpanBounds(sh.start, sh.end)
+	dl, du := dataSpanBounds(sh.Span())
 	ml, mu := metaBounds(sh.id)
 	return []selector{
 		{lower: dl, upper: du},

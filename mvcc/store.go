@@ -114,6 +114,34 @@ func (s *Store) GetMeta(shardID uint64, name string) (value []byte, ok bool, err
 	return append([]byte(nil), v...), true, nil
 }
 
+// ScanMeta calls fn with every metadata field of shardID whose name starts
+// with prefix, in name order.
+func (s *Store) ScanMeta(shardID uint64, prefix string, fn func(name string, value []byte) error) error {
+	lower := appendMetaKey(nil, shardID, prefix)
+	lower = lower[:len(lower)-1] // no sentinel: every name with the prefix
+	_, upper := metaBounds(shardID)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		name := string(k[9 : len(k)-1])
+		if len(name) < len(prefix) || name[:len(prefix)] != prefix {
+			break
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(name, v); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
 // MetaBatch writes metadata fields of shards atomically.
 type MetaBatch struct {
 	b *pebble.Batch
@@ -125,6 +153,11 @@ func (s *Store) NewMetaBatch() *MetaBatch { return &MetaBatch{b: s.db.NewBatch()
 // Set sets one metadata field.
 func (m *MetaBatch) Set(shardID uint64, name string, value []byte) {
 	_ = m.b.Set(appendMetaKey(nil, shardID, name), value, nil)
+}
+
+// Delete deletes one metadata field.
+func (m *MetaBatch) Delete(shardID uint64, name string) {
+	_ = m.b.Delete(appendMetaKey(nil, shardID, name), nil)
 }
 
 // Commit commits the batch. Like every write to the store it becomes durable
@@ -148,8 +181,8 @@ const (
 type Shard struct {
 	store *Store
 	id    uint64
-	start []byte
-	end   []byte // empty: no upper bound
+	// span is set by apply (bootstrap, splits) while readers use it.
+	span atomic.Pointer[keySpan]
 
 	rev     atomic.Int64 // revision of the newest applied write; 1 when empty
 	compact atomic.Int64 // compacted revision; -1 before the first compaction
@@ -161,7 +194,8 @@ type Shard struct {
 // OpenShard loads a shard's metadata; a shard never written to starts empty
 // at revision 1 with the given span.
 func (s *Store) OpenShard(id uint64, start, end []byte) (*Shard, error) {
-	sh := &Shard{store: s, id: id, start: start, end: end}
+	sh := &Shard{store: s, id: id}
+	sh.span.Store(&keySpan{start: start, end: end})
 	sh.rev.Store(1)
 	sh.compact.Store(-1)
 	if err := sh.load(); err != nil {
@@ -193,9 +227,10 @@ func (sh *Shard) load() error {
 		if err != nil {
 			return err
 		}
-		sh.start, sh.end = start, end
+		sh.span.Store(&keySpan{start: start, end: end})
 	}
-	return sh.latest.load(sh.store.db, sh.start, sh.end)
+	start, end := sh.Span()
+	return sh.latest.load(sh.store.db, start, end)
 }
 
 // ID returns the shard id.
@@ -210,12 +245,20 @@ func (sh *Shard) CompactRev() int64 { return sh.compact.Load() }
 // AppliedIndex returns the Raft index of the last applied entry.
 func (sh *Shard) AppliedIndex() uint64 { return sh.applied.Load() }
 
+// keySpan is a shard's key span [start, end); an empty end is no upper
+// bound.
+type keySpan struct{ start, end []byte }
+
 // Span returns the shard's key span [start, end).
-func (sh *Shard) Span() (start, end []byte) { return sh.start, sh.end }
+func (sh *Shard) Span() (start, end []byte) {
+	s := sh.span.Load()
+	return s.start, s.end
+}
 
 // Contains reports whether key is in the shard's span.
 func (sh *Shard) Contains(key []byte) bool {
-	return string(key) >= string(sh.start) && (len(sh.end) == 0 || string(key) < string(sh.end))
+	s := sh.span.Load()
+	return string(key) >= string(s.start) && (len(s.end) == 0 || string(key) < string(s.end))
 }
 
 // View returns a view of the shard at its current revision.

@@ -70,7 +70,7 @@ func (w *Writer) setMeta(name string, value []byte) {
 // SetSpan records the shard's span (at bootstrap, and later on splits).
 func (w *Writer) SetSpan(start, end []byte) {
 	w.setMeta(metaSpan, encodeSpan(start, end))
-	w.sh.start, w.sh.end = append([]byte(nil), start...), append([]byte(nil), end...)
+	w.sh.span.Store(&keySpan{start: append([]byte(nil), start...), end: append([]byte(nil), end...)})
 }
 
 // TxnWrite is one write transaction inside a Writer: every change it makes
