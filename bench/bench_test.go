@@ -198,15 +198,15 @@ func TestMergeAndReports(t *testing.T) {
 	}
 }
 
-// TestRunAgainstNode runs each workload Basalt serves today, briefly,
-// against an in-process node (lease-keepalive waits for leases).
+// TestRunAgainstNode runs each workload, briefly, against an in-process
+// node.
 func TestRunAgainstNode(t *testing.T) {
 	n := testnode.Start(t)
-	for _, name := range []string{"put", "range", "txn-put", "txn-mixed", "watch", "k8s"} {
+	for _, name := range Workloads {
 		t.Run(name, func(t *testing.T) {
 			cfg := DefaultWorkloadConfig()
 			cfg.KeySpace, cfg.TxnOps = 100, 4
-			cfg.Streams, cfg.WatchersPer, cfg.Objects, cfg.PageSize, cfg.Watchers = 2, 3, 50, 20, 2
+			cfg.Streams, cfg.WatchersPer, cfg.Leases, cfg.Objects, cfg.PageSize, cfg.Watchers = 2, 3, 5, 50, 20, 2
 			w, err := NewWorkload(name, cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -236,7 +236,7 @@ func TestRunAgainstNode(t *testing.T) {
 }
 
 // TestEventWorkloadsAgainstEtcd runs the workloads that need watches and
-// leases against a real etcd, which serves them today.
+// leases against a real etcd: the harness measures both sides alike.
 func TestEventWorkloadsAgainstEtcd(t *testing.T) {
 	addr := difftest.StartEtcd(t)
 	for _, name := range []string{"watch", "lease-keepalive", "k8s"} {

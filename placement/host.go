@@ -14,6 +14,7 @@ import (
 	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/mvcc"
 	"github.com/basaltdb/basalt/proto/basaltpb"
@@ -97,6 +98,11 @@ type Host struct {
 	replicas map[uint64]*shard.Replica
 	leaders  map[uint64]raftio.LeaderInfo
 	watchers []func(raftio.LeaderInfo)
+}
+
+// RaftTimings returns the heartbeat interval and the election timeout.
+func (h *Host) RaftTimings() (heartbeat, election time.Duration) {
+	return h.cfg.HeartbeatInterval, h.cfg.ElectionTimeout
 }
 
 // Start opens the store, starts the NodeHost and the meta group's replica.
@@ -211,7 +217,9 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 		if _, ok := d.Replicas[h.replicaID]; !ok {
 			continue
 		}
-		dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, leases, h.lg)
+		// Apply does not check leases (they live in the meta group); the
+		// sequencer does, before it takes a revision.
+		dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, mvcc.AllowAllLeases, h.lg)
 		members := make(map[uint64]dragonboat.Target, len(d.Replicas))
 		for id, addr := range d.Replicas {
 			members[id] = addr
@@ -367,8 +375,15 @@ func (m MetaGroup) Propose(ctx context.Context, cmd *basaltpb.MetaCommand) error
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	_, err = m.h.nh.SyncPropose(ctx, m.h.nh.GetNoOPSession(shard.MetaShardID), data)
-	return err
+	res, err := m.h.nh.SyncPropose(ctx, m.h.nh.GetNoOPSession(shard.MetaShardID), data)
+	if err != nil {
+		return err
+	}
+	var out basaltpb.MetaResult
+	if err := proto.Unmarshal(res.Data, &out); err != nil {
+		return fmt.Errorf("placement: undecodable meta result: %w", err)
+	}
+	return shard.CodeError(out.Error)
 }
 
 func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -1,6 +1,7 @@
 // Package router is the client-facing side of a node: etcd's gRPC services
-// (KV, Maintenance, Cluster, health) and the HTTP/JSON gateway, on one port
-// per client URL as etcd serves them.
+// (KV, Watch, Lease, Maintenance, Cluster, health, and etcd's own Lock and
+// Election servers over a client of this node) and the HTTP/JSON gateway,
+// on one port per client URL as etcd serves them.
 //
 // It checks requests exactly as etcd's v3rpc does (empty keys, sort
 // options, ignore_value/ignore_lease, --max-txn-ops, duplicate keys in a

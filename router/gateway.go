@@ -11,6 +11,8 @@ import (
 	gw "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	etcdgw "go.etcd.io/etcd/api/v3/etcdserverpb/gw"
+	v3electiongw "go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb/gw"
+	v3lockgw "go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb/gw"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -39,6 +41,9 @@ func (s *Server) httpHandler(addr string) (http.Handler, *grpc.ClientConn, error
 	for _, register := range []func(context.Context, *gw.ServeMux, *grpc.ClientConn) error{
 		etcdgw.RegisterKVHandler,
 		etcdgw.RegisterWatchHandler,
+		etcdgw.RegisterLeaseHandler,
+		v3lockgw.RegisterLockHandler,
+		v3electiongw.RegisterElectionHandler,
 		etcdgw.RegisterMaintenanceHandler,
 		etcdgw.RegisterClusterHandler,
 	} {

@@ -12,6 +12,11 @@ import (
 
 	"github.com/soheilhy/cmux"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -53,6 +58,9 @@ type Config struct {
 	Status func() NodeStatus
 	// RaftTerm returns the term reported in response headers.
 	RaftTerm func() uint64
+	// SelfEndpoint is a client URL of this server, which the lock and
+	// election services use.
+	SelfEndpoint string
 	// EnablePprof serves Go's profiles under /debug/pprof (etcd's
 	// --enable-pprof).
 	EnablePprof bool
@@ -65,8 +73,8 @@ type Config struct {
 
 // Validate checks the config and fills in defaults.
 func (c *Config) Validate() error {
-	if c.Member == nil || c.Status == nil || c.RaftTerm == nil {
-		return errors.New("router: config needs Member, Status and RaftTerm")
+	if c.Member == nil || c.Status == nil || c.RaftTerm == nil || c.SelfEndpoint == "" {
+		return errors.New("router: config needs Member, Status, RaftTerm and SelfEndpoint")
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = 1536 * 1024
@@ -96,11 +104,13 @@ func (c *Config) Validate() error {
 // Server serves etcd's gRPC API and its HTTP/JSON gateway on the client
 // listeners, one port for both as etcd does.
 type Server struct {
-	cfg   Config
-	coord *txncoord.Coordinator
-	hub   *watchfanout.Hub
-	grpc  *grpc.Server
-	lg    *zap.Logger
+	cfg    Config
+	coord  *txncoord.Coordinator
+	hub    *watchfanout.Hub
+	lessor *txncoord.Lessor
+	self   *clientv3.Client // for the lock and election services
+	grpc   *grpc.Server
+	lg     *zap.Logger
 
 	mu      sync.Mutex
 	muxes   []cmux.CMux
@@ -110,11 +120,18 @@ type Server struct {
 }
 
 // New builds the server; Serve starts it on listeners.
-func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub) (*Server, error) {
+func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *txncoord.Lessor) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, coord: coord, hub: hub, lg: cfg.Logger}
+	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger}
+	// The lock and election services are etcd's own, written against a
+	// client; like etcd, they get one of this server.
+	self, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.SelfEndpoint}, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	s.self = self
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
@@ -126,6 +143,9 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub) (*Server
 	)
 	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
 	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})
+	pb.RegisterLeaseServer(s.grpc, &leaseServer{s: s})
+	v3lockpb.RegisterLockServer(s.grpc, v3lock.NewLockServer(self))
+	v3electionpb.RegisterElectionServer(s.grpc, v3election.NewElectionServer(self))
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
 	hs := health.NewServer()
@@ -181,6 +201,7 @@ func (s *Server) Stop() {
 	for _, hs := range https {
 		_ = hs.Close()
 	}
+	_ = s.self.Close()
 	s.grpc.Stop()
 	for _, m := range muxes {
 		m.Close()

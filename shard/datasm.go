@@ -212,6 +212,9 @@ func errorCode(err error) (basaltpb.ErrorCode, bool) {
 	return 0, false
 }
 
+// CodeError is the error a result code stands for (nil for OK).
+func CodeError(code basaltpb.ErrorCode) error { return codeError(code) }
+
 // codeError is the inverse of errorCode.
 func codeError(code basaltpb.ErrorCode) error {
 	switch code {
@@ -229,6 +232,8 @@ func codeError(code basaltpb.ErrorCode) error {
 		return ErrNoWrite
 	case basaltpb.ErrorCode_STALE_REVISION:
 		return ErrStaleRevision
+	case basaltpb.ErrorCode_LEASE_EXISTS:
+		return ErrLeaseExists
 	}
 	return fmt.Errorf("shard: unknown result code %v", code)
 }

@@ -49,6 +49,16 @@
 // # The meta group
 //
 // MetaStateMachine (shard 1) holds the TSO ceiling, the shard descriptors
-// and the compaction revision; its state is small and written whole on
-// every update.
+// and the compaction revision (small, written whole when it changes), and
+// the lease table (one store key per lease, with the remaining TTL of the
+// last checkpoint).
+//
+// # Leases
+//
+// A put with a lease is conditional: the sequencer checks that the lease
+// exists in the meta group before it takes a revision, and latches the
+// lease until the put is applied. Apply does not check leases. A
+// revocation (Sequencer.RevokeLease, after the meta group dropped the
+// lease) waits for the puts with the lease and for pending writes to its
+// keys, then deletes every key attached to it in one transaction.
 package shard

@@ -15,4 +15,6 @@ var (
 	ErrStopped = errors.New("shard: stopped")
 	// ErrBusy is returned when the sequencer's queue is full.
 	ErrBusy = errors.New("shard: too many pending writes")
+	// ErrLeaseExists is returned when a lease id is granted twice.
+	ErrLeaseExists = errors.New("shard: lease already exists")
 )

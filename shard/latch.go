@@ -43,14 +43,71 @@ func (s span) overlaps(o span) bool {
 }
 
 // latchSet holds the spans of writes that are proposed but not applied, or
-// of requests waiting their turn. Spans are counted: the same span may be
-// held several times.
+// of requests waiting their turn, and the leases whose key sets they change.
+// Spans and leases are counted: the same one may be held several times.
 type latchSet struct {
 	points map[string]int
 	ranges []span
+	leases map[int64]int
 }
 
-func newLatchSet() *latchSet { return &latchSet{points: make(map[string]int)} }
+func newLatchSet() *latchSet {
+	return &latchSet{points: make(map[string]int), leases: make(map[int64]int)}
+}
+
+// holdWrites holds what a write changes: its spans and leases.
+func (l *latchSet) holdWrites(sh *txnShape) {
+	l.add(sh.writes)
+	for _, id := range sh.leaseWrites {
+		l.leases[id]++
+	}
+}
+
+// releaseWrites releases what holdWrites held.
+func (l *latchSet) releaseWrites(sh *txnShape) {
+	l.remove(sh.writes)
+	for _, id := range sh.leaseWrites {
+		if l.leases[id]--; l.leases[id] <= 0 {
+			delete(l.leases, id)
+		}
+	}
+}
+
+// holdAll holds everything a write reads or changes.
+func (l *latchSet) holdAll(sh *txnShape) {
+	l.add(sh.reads)
+	l.holdWrites(sh)
+	for _, id := range sh.leaseReads {
+		l.leases[id]++
+	}
+}
+
+// conflictsWithReads reports whether held latches cover what a write reads.
+func (l *latchSet) conflictsWithReads(sh *txnShape) bool {
+	if l.overlaps(sh.reads) {
+		return true
+	}
+	for _, id := range sh.leaseReads {
+		if l.leases[id] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// conflictsWithAny reports whether held latches cover anything a write
+// reads or changes.
+func (l *latchSet) conflictsWithAny(sh *txnShape) bool {
+	if l.conflictsWithReads(sh) || l.overlaps(sh.writes) {
+		return true
+	}
+	for _, id := range sh.leaseWrites {
+		if l.leases[id] > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 func (l *latchSet) add(spans []span) {
 	for _, s := range spans {
@@ -103,15 +160,24 @@ func (l *latchSet) overlaps(spans []span) bool {
 	return false
 }
 
-func (l *latchSet) empty() bool { return len(l.points) == 0 && len(l.ranges) == 0 }
+func (l *latchSet) empty() bool {
+	return len(l.points) == 0 && len(l.ranges) == 0 && len(l.leases) == 0
+}
 
 // txnShape is what the sequencer needs to know of a write transaction
 // before it runs it: the spans its outcome depends on, the spans it may
-// write, and whether its outcome (which branch, whether it writes, whether
-// it fails) depends on stored state at all.
+// write, the leases whose key sets it reads or changes, and whether its
+// outcome (which branch, whether it writes, whether it fails) depends on
+// stored state at all.
+//
+// A put with a lease changes the lease's key set; revoking a lease reads
+// it. So a revocation waits for the puts sequenced before it, and a put
+// sequenced after it waits and then finds the lease gone.
 type txnShape struct {
 	reads       []span
 	writes      []span
+	leaseReads  []int64
+	leaseWrites []int64
 	conditional bool
 }
 
@@ -163,6 +229,8 @@ func (s *txnShape) walk(rt *pb.TxnRequest) {
 					// Whether the lease exists is checked before a revision
 					// is taken, so a missing lease leaves no gap.
 					s.conditional = true
+					s.leaseReads = append(s.leaseReads, p.Lease)
+					s.leaseWrites = append(s.leaseWrites, p.Lease)
 				}
 			case *pb.RequestOp_RequestDeleteRange:
 				d := tv.RequestDeleteRange

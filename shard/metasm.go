@@ -22,18 +22,21 @@ const MetaShardID = 1
 const (
 	metaStateField   = "state"
 	metaAppliedField = "applied"
+	metaLeasePrefix  = "lease/" // + 8-byte lease id
 )
 
 // MetaStateMachine is the meta group's replica state: the TSO ceiling, the
-// shard descriptors and the cluster's compaction revision. The state is
-// small; it is kept in memory and written whole, with the applied index, in
-// the batch of every update.
+// shard descriptors and the cluster's compaction revision (small, kept in
+// memory and written whole when it changes), and the leases (one store key
+// each, written when they change). Every update writes the applied index in
+// the same batch.
 type MetaStateMachine struct {
 	store *mvcc.Store
 	lg    *zap.Logger
 
 	mu      sync.RWMutex
 	state   *basaltpb.MetaState
+	leases  map[int64]*basaltpb.Lease
 	applied uint64
 }
 
@@ -42,9 +45,10 @@ var _ sm.IOnDiskStateMachine = (*MetaStateMachine)(nil)
 // NewMetaStateMachine returns the meta group's state machine on store.
 func NewMetaStateMachine(store *mvcc.Store, replicaID uint64, lg *zap.Logger) *MetaStateMachine {
 	return &MetaStateMachine{
-		store: store,
-		lg:    lg.With(zap.Uint64("shard-id", MetaShardID), zap.Uint64("replica-id", replicaID)),
-		state: &basaltpb.MetaState{},
+		store:  store,
+		lg:     lg.With(zap.Uint64("shard-id", MetaShardID), zap.Uint64("replica-id", replicaID)),
+		state:  &basaltpb.MetaState{},
+		leases: make(map[int64]*basaltpb.Lease),
 	}
 }
 
@@ -71,47 +75,145 @@ func (m *MetaStateMachine) load() error {
 	} else if ok {
 		applied = binary.BigEndian.Uint64(v)
 	}
+	leases := make(map[int64]*basaltpb.Lease)
+	err := m.store.ScanMeta(MetaShardID, metaLeasePrefix, func(_ string, v []byte) error {
+		l := &basaltpb.Lease{}
+		if err := proto.Unmarshal(v, l); err != nil {
+			return fmt.Errorf("shard: corrupt lease: %w", err)
+		}
+		leases[l.Id] = l
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
-	m.state, m.applied = state, applied
+	m.state, m.leases, m.applied = state, leases, applied
 	m.mu.Unlock()
 	return nil
 }
 
-// Update applies meta commands.
+func leaseField(id int64) string {
+	return metaLeasePrefix + string(binary.BigEndian.AppendUint64(nil, uint64(id)))
+}
+
+// Update applies meta commands. Results (MetaResult) say whether a lease
+// command found what it needed.
 func (m *MetaStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	next := proto.Clone(m.state).(*basaltpb.MetaState)
+	var next *basaltpb.MetaState // a copy, once the state changes
+	state := func() *basaltpb.MetaState {
+		if next == nil {
+			next = proto.Clone(m.state).(*basaltpb.MetaState)
+		}
+		return next
+	}
+	dirty := make(map[int64]*basaltpb.Lease) // nil: deleted
 	for i := range entries {
 		var c basaltpb.MetaCommand
 		if err := proto.Unmarshal(entries[i].Cmd, &c); err != nil {
 			return nil, fmt.Errorf("shard: undecodable meta command at %d: %w", entries[i].Index, err)
 		}
+		code := basaltpb.ErrorCode_OK
 		switch c := c.Command.(type) {
 		case *basaltpb.MetaCommand_SetTsoCeiling:
-			next.TsoCeiling = c.SetTsoCeiling.Ceiling
+			state().TsoCeiling = c.SetTsoCeiling.Ceiling
 		case *basaltpb.MetaCommand_PutShard:
-			putShard(next, c.PutShard.Shard)
+			putShard(state(), c.PutShard.Shard)
 		case *basaltpb.MetaCommand_RecordCompaction:
-			next.CompactRevision = max(next.CompactRevision, c.RecordCompaction.Revision)
+			st := state()
+			st.CompactRevision = max(st.CompactRevision, c.RecordCompaction.Revision)
+		case *basaltpb.MetaCommand_LeaseGrant:
+			g := c.LeaseGrant
+			if _, ok := m.leases[g.Id]; ok {
+				code = basaltpb.ErrorCode_LEASE_EXISTS
+				break
+			}
+			l := &basaltpb.Lease{Id: g.Id, Ttl: g.Ttl}
+			m.leases[g.Id], dirty[g.Id] = l, l
+		case *basaltpb.MetaCommand_LeaseRevoke:
+			id := c.LeaseRevoke.Id
+			if _, ok := m.leases[id]; !ok {
+				code = basaltpb.ErrorCode_LEASE_NOT_FOUND
+				break
+			}
+			delete(m.leases, id)
+			dirty[id] = nil
+		case *basaltpb.MetaCommand_LeaseCheckpoint:
+			for _, cp := range c.LeaseCheckpoint.Leases {
+				if l, ok := m.leases[cp.Id]; ok {
+					l = &basaltpb.Lease{Id: l.Id, Ttl: l.Ttl, RemainingMs: cp.RemainingMs}
+					m.leases[cp.Id], dirty[cp.Id] = l, l
+				}
+			}
 		default:
 			return nil, fmt.Errorf("shard: unknown meta command %T", c)
 		}
-		entries[i].Result = sm.Result{Value: 1}
-	}
-	data, err := proto.Marshal(next)
-	if err != nil {
-		return nil, err
+		data, err := proto.Marshal(&basaltpb.MetaResult{Error: code})
+		if err != nil {
+			return nil, err
+		}
+		entries[i].Result = sm.Result{Value: 1, Data: data}
 	}
 	applied := entries[len(entries)-1].Index
 	b := m.store.NewMetaBatch()
-	b.Set(MetaShardID, metaStateField, data)
+	if next != nil {
+		data, err := proto.Marshal(next)
+		if err != nil {
+			return nil, err
+		}
+		b.Set(MetaShardID, metaStateField, data)
+	}
+	for id, l := range dirty {
+		if l == nil {
+			b.Delete(MetaShardID, leaseField(id))
+			continue
+		}
+		data, err := proto.Marshal(l)
+		if err != nil {
+			return nil, err
+		}
+		b.Set(MetaShardID, leaseField(id), data)
+	}
 	b.Set(MetaShardID, metaAppliedField, binary.BigEndian.AppendUint64(nil, applied))
 	if err := b.Commit(); err != nil {
 		return nil, err
 	}
-	m.state, m.applied = next, applied
+	if next != nil {
+		m.state = next
+	}
+	m.applied = applied
 	return entries, nil
+}
+
+// Lease returns a copy of a lease, or nil.
+func (m *MetaStateMachine) Lease(id int64) *basaltpb.Lease {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if l, ok := m.leases[id]; ok {
+		return proto.Clone(l).(*basaltpb.Lease)
+	}
+	return nil
+}
+
+// Leases returns copies of every lease.
+func (m *MetaStateMachine) Leases() []*basaltpb.Lease {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*basaltpb.Lease, 0, len(m.leases))
+	for _, l := range m.leases {
+		out = append(out, proto.Clone(l).(*basaltpb.Lease))
+	}
+	return out
+}
+
+// LeaseExists tells whether a lease exists (mvcc.LeaseChecker).
+func (m *MetaStateMachine) LeaseExists(id int64) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.leases[id]
+	return ok
 }
 
 func putShard(s *basaltpb.MetaState, d *basaltpb.ShardDescriptor) {

@@ -96,6 +96,14 @@ func (r *Replica) Write(ctx context.Context, txn *pb.TxnRequest) (*pb.TxnRespons
 	return r.seq.Write(ctx, txn)
 }
 
+// RevokeLease deletes the shard's keys attached to lease (on the leader).
+func (r *Replica) RevokeLease(ctx context.Context, lease int64) (*pb.TxnResponse, error) {
+	if !r.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	return r.seq.RevokeLease(ctx, lease)
+}
+
 // ReadAt returns a view of the shard at rev for a linearizable read: it
 // waits until every write of the shard at or below rev is applied, then
 // confirms leadership with a ReadIndex, which also waits until this replica

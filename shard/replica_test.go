@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,9 +57,15 @@ func (a *countingAllocator) current() int64 {
 // Pebble store on disk.
 type testReplica struct {
 	*Replica
-	alloc *countingAllocator
-	store *mvcc.Store
+	alloc  *countingAllocator
+	store  *mvcc.Store
+	leases *leaseSet
 }
+
+// leaseSet stands in for the meta group's lease table.
+type leaseSet struct{ ids sync.Map }
+
+func (l *leaseSet) LeaseExists(id int64) bool { _, ok := l.ids.Load(id); return ok }
 
 func startReplica(t *testing.T, cfg SequencerConfig) *testReplica {
 	t.Helper()
@@ -79,7 +86,7 @@ func startReplica(t *testing.T, cfg SequencerConfig) *testReplica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dsm := NewDataStateMachine(store, 2, 1, nil, nil, nil, zap.NewNop())
+	dsm := NewDataStateMachine(store, 2, 1, nil, nil, mvcc.AllowAllLeases, zap.NewNop())
 	err = nh.StartOnDiskReplica(map[uint64]dragonboat.Target{1: addr}, false,
 		func(uint64, uint64) sm.IOnDiskStateMachine { return dsm },
 		config.Config{ShardID: 2, ReplicaID: 1, ElectionRTT: 10, HeartbeatRTT: 1, CheckQuorum: true})
@@ -91,7 +98,8 @@ func startReplica(t *testing.T, cfg SequencerConfig) *testReplica {
 	for {
 		if leader, term, ok, _ := nh.GetLeaderID(2); ok {
 			alloc := &countingAllocator{next: 2}
-			rep, err := NewReplica(ctx, nh, dsm, alloc, nil, cfg, zap.NewNop())
+			leases := &leaseSet{}
+			rep, err := NewReplica(ctx, nh, dsm, alloc, leases, cfg, zap.NewNop())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +109,7 @@ func startReplica(t *testing.T, cfg SequencerConfig) *testReplica {
 				nh.Close()
 				store.Close()
 			})
-			return &testReplica{Replica: rep, alloc: alloc, store: store}
+			return &testReplica{Replica: rep, alloc: alloc, store: store, leases: leases}
 		}
 		select {
 		case <-ctx.Done():
@@ -288,5 +296,127 @@ func TestStopFailsPendingWrites(t *testing.T) {
 	}
 	if err := r.seq.WaitResolved(context.Background(), 100); err != nil && !errors.Is(err, ErrStopped) {
 		t.Fatalf("WaitResolved after stop: %v", err)
+	}
+}
+
+// TestRevokeLeaseRacingWrites revokes a lease while writers put the same
+// keys with and without it: the revocation deletes, at one revision, every
+// key that has the lease at that revision, puts with the lease after it
+// fail, and no revision is taken by a write that changes nothing.
+func TestRevokeLeaseRacingWrites(t *testing.T) {
+	r := startReplica(t, SequencerConfig{})
+	ctx := context.Background()
+	const lease, keys = 7, 100
+	r.leases.ids.Store(int64(lease), true)
+	put := func(i, lease int) *pb.TxnRequest {
+		return &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
+			Key: []byte(fmt.Sprintf("k%03d", i)), Value: []byte("v"), Lease: int64(lease),
+		}}}}}
+	}
+	for i := range keys {
+		if _, err := r.Write(ctx, put(i, lease)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		wg     sync.WaitGroup
+		writes atomic.Int64
+		stop   = make(chan struct{})
+	)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; ; i += 8 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := r.Write(ctx, put(i%keys, lease*(i%2))) // half with the lease
+				switch {
+				case err == nil:
+					writes.Add(1)
+				case !errors.Is(err, mvcc.ErrLeaseNotFound):
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.leases.ids.Delete(int64(lease)) // the meta group drops it first
+	resp, err := r.RevokeLease(ctx, lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	if left, err := r.Shard().LeaseKeys(lease); err != nil || len(left) != 0 {
+		t.Fatalf("keys still attached after the revocation: %q (%v)", left, err)
+	}
+	if want := int64(1 + keys + 1 + writes.Load()); r.Shard().Rev() != want {
+		t.Fatalf("shard at revision %d after %d puts and one revocation; want %d", r.Shard().Rev(), keys+writes.Load(), want)
+	}
+	rev := resp.Header.Revision
+	before, err := r.View().Range(ctx, []byte("k"), []byte("l"), mvcc.RangeOptions{Rev: rev - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := r.View().Range(ctx, []byte("k"), []byte("l"), mvcc.RangeOptions{Rev: rev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attached := 0
+	for _, kv := range before.KVs {
+		if kv.Lease == lease {
+			attached++
+		}
+	}
+	if attached == 0 || after.Count != before.Count-attached {
+		t.Fatalf("revocation at %d: %d keys before with %d attached, %d after", rev, before.Count, attached, after.Count)
+	}
+	for _, kv := range after.KVs {
+		if kv.Lease == lease {
+			t.Fatalf("%s keeps the revoked lease", kv.Key)
+		}
+	}
+
+	// A lease with one key, revoked while a put detaches that key: either
+	// the put or the revocation comes first, and the revocation takes a
+	// revision only if it deletes the key.
+	for round := range 100 {
+		id := int64(100 + round)
+		r.leases.ids.Store(id, true)
+		if _, err := r.Write(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
+			Key: []byte("solo"), Value: []byte("v"), Lease: id,
+		}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		start := r.Shard().Rev()
+		done := make(chan error, 1)
+		go func() {
+			_, err := r.Write(ctx, putTxn("solo", "detached"))
+			done <- err
+		}()
+		time.Sleep(time.Duration(round%4) * 25 * time.Microsecond) // let the put go ahead, or not
+		r.leases.ids.Delete(id)
+		_, err := r.RevokeLease(ctx, id)
+		revoked := err == nil
+		if err != nil && !errors.Is(err, ErrNoWrite) {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		want := start + 1
+		if revoked {
+			want++
+		}
+		if got := r.Shard().Rev(); got != want {
+			t.Fatalf("round %d: revision %d after a put and a revocation that deleted %v; want %d", round, got, revoked, want)
+		}
 	}
 }

@@ -1,9 +1,11 @@
 package shard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -113,6 +115,9 @@ type writeReq struct {
 	data  []byte // txn marshaled, done by the caller's goroutine
 	shape txnShape
 	done  chan writeResult
+	// revoke, when not zero, makes this the deletion of every key attached
+	// to that lease; its transaction is built when it is evaluated.
+	revoke int64
 }
 
 type writeResult struct {
@@ -190,7 +195,22 @@ func (s *Sequencer) Write(ctx context.Context, txn *pb.TxnRequest) (*pb.TxnRespo
 	if err != nil {
 		return nil, err
 	}
-	r := &writeReq{ctx: ctx, txn: txn, data: data, shape: shapeOf(txn), done: make(chan writeResult, 1)}
+	return s.submit(&writeReq{ctx: ctx, txn: txn, data: data, shape: shapeOf(txn), done: make(chan writeResult, 1)})
+}
+
+// RevokeLease deletes, at one revision, every key of the shard attached to
+// lease (DELETE events in key order, as etcd). It runs after every put with
+// the lease sequenced before it; the caller has removed the lease from the
+// meta group first, so puts sequenced after it fail. A key whose lease
+// changed meanwhile is left alone. ErrNoWrite means there was no key.
+func (s *Sequencer) RevokeLease(ctx context.Context, lease int64) (*pb.TxnResponse, error) {
+	return s.submit(&writeReq{ctx: ctx, revoke: lease, done: make(chan writeResult, 1), shape: txnShape{
+		conditional: true, leaseReads: []int64{lease}, leaseWrites: []int64{lease},
+	}})
+}
+
+func (s *Sequencer) submit(r *writeReq) (*pb.TxnResponse, error) {
+	ctx := r.ctx
 	select {
 	case s.reqc <- r:
 	case <-s.stopc:
@@ -306,7 +326,7 @@ func (s *Sequencer) sequence(incoming []*writeReq) {
 		}
 		// Keep arrival order among writes that touch the same keys: a write
 		// never overtakes an earlier one that is waiting.
-		if blocked.overlaps(r.shape.writes) || blocked.overlaps(r.shape.reads) {
+		if blocked.conflictsWithAny(&r.shape) {
 			s.deferWrite(r, blocked)
 			continue
 		}
@@ -315,20 +335,29 @@ func (s *Sequencer) sequence(incoming []*writeReq) {
 			// and looks for waiting writes under it too, so a write never
 			// waits for a batch that already finished.
 			s.mu.Lock()
-			if s.latches.overlaps(r.shape.reads) || held.overlaps(r.shape.reads) {
+			if s.latches.conflictsWithReads(&r.shape) || held.conflictsWithReads(&r.shape) {
 				s.deferWriteLocked(r, blocked)
 				s.mu.Unlock()
 				continue
 			}
 			s.mu.Unlock()
-			if err := s.evaluate(r); err != nil {
+			if r.revoke != 0 {
+				ready, err := s.prepareRevoke(r, held, blocked)
+				if err != nil {
+					r.done <- writeResult{err: err}
+					continue
+				}
+				if !ready {
+					continue // deferred
+				}
+			} else if err := s.evaluate(r); err != nil {
 				r.done <- writeResult{err: err}
 				continue
 			}
 		}
 		batch = append(batch, r)
 		size += len(r.data)
-		held.add(r.shape.writes)
+		held.holdWrites(&r.shape)
 	}
 }
 
@@ -339,8 +368,7 @@ func (s *Sequencer) deferWrite(r *writeReq, blocked *latchSet) {
 }
 
 func (s *Sequencer) deferWriteLocked(r *writeReq, blocked *latchSet) {
-	blocked.add(r.shape.reads)
-	blocked.add(r.shape.writes)
+	blocked.holdAll(&r.shape)
 	s.waiting = append(s.waiting, r)
 }
 
@@ -368,6 +396,60 @@ func (s *Sequencer) evaluate(r *writeReq) error {
 		return ErrNoWrite
 	}
 	return nil
+}
+
+// prepareRevoke builds the transaction of a lease revocation from the keys
+// attached to the lease: for each key, in key order, a nested transaction
+// that deletes it if it still has the lease when applied. No put with the
+// lease is pending (the caller checked its lease latch), but other writes
+// to those keys may be: then it is deferred until they applied, so that at
+// apply every key still has the lease and the revision deletes them all.
+func (s *Sequencer) prepareRevoke(r *writeReq, held, blocked *latchSet) (ready bool, err error) {
+	keys, err := s.sh.LeaseKeys(r.revoke)
+	if err != nil {
+		return false, err
+	}
+	if len(keys) == 0 {
+		return false, ErrNoWrite
+	}
+	spans := make([]span, len(keys))
+	for i, k := range keys {
+		spans[i] = span{start: k}
+	}
+	r.shape.reads, r.shape.writes = spans, spans
+	// Check and defer under one lock hold, as for other conditional writes.
+	s.mu.Lock()
+	if s.latches.overlaps(spans) || held.overlaps(spans) {
+		s.deferWriteLocked(r, blocked)
+		s.mu.Unlock()
+		return false, nil
+	}
+	s.mu.Unlock()
+	// A write to one of the keys may have applied between the two looks;
+	// none can start now (only this goroutine proposes), so a second look
+	// that agrees is final.
+	again, err := s.sh.LeaseKeys(r.revoke)
+	if err != nil {
+		return false, err
+	}
+	if !slices.EqualFunc(keys, again, bytes.Equal) {
+		s.deferWrite(r, blocked)
+		s.kick() // what changed them has finished: look again at once
+		return false, nil
+	}
+	txn := &pb.TxnRequest{Success: make([]*pb.RequestOp, len(keys))}
+	for i, k := range keys {
+		txn.Success[i] = &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: &pb.TxnRequest{
+			Compare: []*pb.Compare{{Key: k, Target: pb.Compare_LEASE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Lease{Lease: r.revoke}}},
+			Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: k}}}},
+		}}}
+	}
+	data, err := proto.Marshal(txn)
+	if err != nil {
+		return false, err
+	}
+	r.txn, r.data = txn, data
+	return true, nil
 }
 
 // propose takes revisions for the batch and proposes it as one entry.
@@ -404,7 +486,7 @@ func (s *Sequencer) propose(batch []*writeReq) {
 		b := &inflightBatch{first: first, last: first + int64(len(batch)) - 1, reqs: batch, rs: rs}
 		s.inflight = append(s.inflight, b)
 		for _, r := range batch {
-			s.latches.add(r.shape.writes)
+			s.latches.holdWrites(&r.shape)
 		}
 		s.broadcastLocked()
 		s.mu.Unlock()
@@ -496,7 +578,7 @@ func (s *Sequencer) finish(b *inflightBatch, res dragonboat.RequestResult) {
 	}
 	s.mu.Lock()
 	for _, r := range b.reqs {
-		s.latches.remove(r.shape.writes)
+		s.latches.releaseWrites(&r.shape)
 	}
 	s.inflight = s.inflight[1:]
 	waiting := len(s.waiting) > 0

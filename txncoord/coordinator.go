@@ -58,10 +58,25 @@ func NewCoordinator(tso Revisions, cache *RangeCache, shards Shards, meta MetaGr
 	return &Coordinator{tso: tso, cache: cache, shards: shards, meta: meta, leases: leases, lg: lg}
 }
 
+// LocalRevision returns the newest revision applied by this node's
+// replicas: cheap, not linearizable, for headers that carry no promise
+// (lease keep-alives).
+func (c *Coordinator) LocalRevision() int64 {
+	reps, err := c.allReplicas()
+	if err != nil {
+		return 0
+	}
+	var rev int64
+	for _, r := range reps {
+		rev = max(rev, r.Shard().Rev())
+	}
+	return rev
+}
+
 // CurrentRevision returns the cluster's current revision.
 func (c *Coordinator) CurrentRevision(ctx context.Context) (int64, error) {
 	var rev int64
-	err := retry(ctx, func() (err error) {
+	err := Retry(ctx, func() (err error) {
 		rev, err = c.tso.Current(ctx)
 		return err
 	})
@@ -76,7 +91,7 @@ func (c *Coordinator) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeR
 		return nil, err
 	}
 	var resp *pb.RangeResponse
-	err = retry(ctx, func() error {
+	err = Retry(ctx, func() error {
 		view, err := c.view(ctx, rep, r.Serializable)
 		if err != nil {
 			return err
@@ -109,7 +124,7 @@ func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnRespons
 		return c.readTxn(ctx, rep, r, isTxnSerializable(r))
 	}
 	var resp *pb.TxnResponse
-	err = retry(ctx, func() error {
+	err = Retry(ctx, func() error {
 		resp, err = rep.Write(ctx, r)
 		if errors.Is(err, shard.ErrNoWrite) {
 			// The chosen branch changes nothing: answer it as a read at the
@@ -127,7 +142,7 @@ func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnRespons
 
 func (c *Coordinator) readTxn(ctx context.Context, rep *shard.Replica, r *pb.TxnRequest, serializable bool) (*pb.TxnResponse, error) {
 	var resp *pb.TxnResponse
-	err := retry(ctx, func() error {
+	err := Retry(ctx, func() error {
 		view, err := c.view(ctx, rep, serializable)
 		if err != nil {
 			return err
@@ -177,12 +192,12 @@ func (c *Coordinator) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb
 		return nil, mvcc.ErrFutureRev
 	}
 	for _, rep := range reps {
-		if err := retry(ctx, func() error { return rep.Compact(ctx, r.Revision) }); err != nil {
+		if err := Retry(ctx, func() error { return rep.Compact(ctx, r.Revision) }); err != nil {
 			return nil, err
 		}
 	}
 	rec := &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_RecordCompaction{RecordCompaction: &basaltpb.RecordCompaction{Revision: r.Revision}}}
-	if err := retry(ctx, func() error { return c.meta.Propose(ctx, rec) }); err != nil {
+	if err := Retry(ctx, func() error { return c.meta.Propose(ctx, rec) }); err != nil {
 		return nil, err
 	}
 	if cur, err = c.CurrentRevision(ctx); err != nil {
@@ -201,6 +216,61 @@ func (c *Coordinator) HashKV(ctx context.Context, rev int64) (mvcc.KeyValueHash,
 		return mvcc.KeyValueHash{}, 0, &CrossShardError{Shards: shardIDs(reps)}
 	}
 	return reps[0].Shard().HashKV(ctx, rev)
+}
+
+// RevokeLeaseKeys deletes every key attached to a lease, at one revision,
+// with DELETE events. The lease must already be gone from the meta group.
+func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
+	reps, err := c.allReplicas()
+	if err != nil {
+		return err
+	}
+	if len(reps) != 1 {
+		// One revision across shards needs a cross-shard transaction.
+		return &CrossShardError{Shards: shardIDs(reps)}
+	}
+	return Retry(ctx, func() error {
+		_, err := reps[0].RevokeLease(ctx, lease)
+		if errors.Is(err, shard.ErrNoWrite) {
+			return nil // no keys
+		}
+		return err
+	})
+}
+
+// LeaseKeys returns the keys attached to a lease, from every shard.
+func (c *Coordinator) LeaseKeys(lease int64) ([][]byte, error) {
+	reps, err := c.allReplicas()
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for _, rep := range reps {
+		k, err := rep.Shard().LeaseKeys(lease)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k...)
+	}
+	return keys, nil
+}
+
+// LeaseIDs returns the leases that have keys in some shard.
+func (c *Coordinator) LeaseIDs() ([]int64, error) {
+	reps, err := c.allReplicas()
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
+	for _, rep := range reps {
+		s, err := rep.Shard().LeaseIDs()
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, s...)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), nil
 }
 
 func (c *Coordinator) allReplicas() ([]*shard.Replica, error) {
@@ -307,11 +377,11 @@ var errRetryNow = errors.New("txncoord: retry")
 // timeout does.
 const RetryTimeout = 7 * time.Second
 
-// retry runs f until it succeeds, fails with an error that is not
-// retryable, ctx ends, or RetryTimeout passes since the first failure; it
-// backs off between retryable failures. A request that succeeds at once
-// pays for no timer.
-func retry(ctx context.Context, f func() error) error {
+// Retry runs f until it succeeds, fails with an error that is not
+// retryable (IsRetryable), ctx ends, or RetryTimeout passes since the first
+// failure; it backs off between retryable failures. A request that succeeds
+// at once pays for no timer.
+func Retry(ctx context.Context, f func() error) error {
 	backoff := time.Millisecond
 	var deadline time.Time
 	for {
@@ -339,8 +409,8 @@ func retry(ctx context.Context, f func() error) error {
 }
 
 // IsRetryable reports whether a request failed before it could take effect
-// and may be sent again: shard errors the sequencer marks so, and a TSO that
-// is not serving yet.
+// and may be sent again: shard errors the sequencer marks so, and a TSO or
+// lessor that is not serving yet.
 func IsRetryable(err error) bool {
-	return shard.IsRetryable(err) || errors.Is(err, ErrTSONotReady)
+	return shard.IsRetryable(err) || errors.Is(err, ErrTSONotReady) || errors.Is(err, ErrLessorNotReady)
 }

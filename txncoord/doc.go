@@ -32,4 +32,12 @@
 //
 // A request whose keys fall in more than one shard fails with
 // CrossShardError until cross-shard transactions exist.
+//
+// # Leases
+//
+// The Lessor runs beside the TSO at the meta group's leader: it grants and
+// revokes leases through the meta group, keeps their expiry in memory,
+// renews them on keep-alive, revokes the expired ones (the meta group drops
+// the lease, then each shard deletes its keys), and checkpoints remaining
+// TTLs so that a new lessor continues them.
 package txncoord

@@ -44,10 +44,12 @@ func run(args []string) error {
 		logLevel        = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		enablePprof     = fs.Bool("enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/")
 		progressNotify  = fs.Duration("watch-progress-notify-interval", 10*time.Minute, "duration of periodic watch progress notifications")
+		leaseCheckpoint = fs.Duration("lease-checkpoint-interval", 5*time.Second, "how often the remaining TTLs of leases are recorded, so that they survive restarts and leader changes")
 		showVersion     = fs.Bool("version", false, "print the version and exit")
 	)
 	// etcd 3.5's name of the flag.
 	fs.DurationVar(progressNotify, "experimental-watch-progress-notify-interval", 10*time.Minute, "deprecated name of --watch-progress-notify-interval")
+	fs.DurationVar(leaseCheckpoint, "experimental-lease-checkpoint-interval", 5*time.Second, "etcd's name of --lease-checkpoint-interval")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,6 +81,7 @@ func run(args []string) error {
 		EnablePprof:         *enablePprof,
 
 		WatchProgressNotifyInterval: *progressNotify,
+		LeaseCheckpointInterval:     *leaseCheckpoint,
 		Logger:                      lg,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

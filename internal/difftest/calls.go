@@ -1,8 +1,11 @@
 package difftest
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -106,4 +109,73 @@ func cmpInt(k string, target pb.Compare_CompareTarget, r pb.Compare_CompareResul
 		c.TargetUnion = &pb.Compare_Lease{Lease: n}
 	}
 	return c
+}
+
+// LeaseGrant sends a LeaseGrantRequest. A lease whose id the server picks
+// is revoked again and its id cleared: ids differ between any two servers.
+func LeaseGrant(r *pb.LeaseGrantRequest) Call {
+	return Call{Name: describeReq("LeaseGrant", r), Do: func(ctx context.Context, t *Target) (proto.Message, error) {
+		resp, err := t.Lease.LeaseGrant(ctx, r)
+		if err != nil || r.ID != 0 {
+			return resp, err
+		}
+		if _, err := t.Lease.LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: resp.ID}); err != nil {
+			return nil, fmt.Errorf("revoke the granted lease %x: %w", resp.ID, err)
+		}
+		resp.ID = 0
+		return resp, nil
+	}}
+}
+
+// LeaseRevoke sends a LeaseRevokeRequest.
+func LeaseRevoke(id int64) Call {
+	r := &pb.LeaseRevokeRequest{ID: id}
+	return Call{Name: describeReq("LeaseRevoke", r), Do: func(ctx context.Context, t *Target) (proto.Message, error) {
+		return t.Lease.LeaseRevoke(ctx, r)
+	}}
+}
+
+// LeaseTimeToLive sends a LeaseTimeToLiveRequest. The keys are sorted
+// (etcd lists them in no order) and a remaining TTL above zero becomes 1:
+// the exact remaining time is not comparable.
+func LeaseTimeToLive(id int64, keys bool) Call {
+	r := &pb.LeaseTimeToLiveRequest{ID: id, Keys: keys}
+	return Call{Name: describeReq("LeaseTimeToLive", r), Do: func(ctx context.Context, t *Target) (proto.Message, error) {
+		resp, err := t.Lease.LeaseTimeToLive(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		slices.SortFunc(resp.Keys, bytes.Compare)
+		if resp.TTL > 0 {
+			resp.TTL = 1
+		}
+		return resp, nil
+	}}
+}
+
+// LeaseLeases sends a LeaseLeasesRequest; the ids are sorted.
+func LeaseLeases() Call {
+	return Call{Name: "LeaseLeases", Do: func(ctx context.Context, t *Target) (proto.Message, error) {
+		resp, err := t.Lease.LeaseLeases(ctx, &pb.LeaseLeasesRequest{})
+		if err != nil {
+			return nil, err
+		}
+		slices.SortFunc(resp.Leases, func(a, b *pb.LeaseStatus) int { return cmp.Compare(a.ID, b.ID) })
+		return resp, nil
+	}}
+}
+
+// LeaseKeepAlive renews a lease once on a new keep-alive stream.
+func LeaseKeepAlive(id int64) Call {
+	return Call{Name: fmt.Sprintf("LeaseKeepAlive{ID:%d}", id), Do: func(ctx context.Context, t *Target) (proto.Message, error) {
+		stream, err := t.Lease.LeaseKeepAlive(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer stream.CloseSend() //nolint:errcheck // ends the stream
+		if err := stream.Send(&pb.LeaseKeepAliveRequest{ID: id}); err != nil {
+			return nil, err
+		}
+		return stream.Recv()
+	}}
 }

@@ -21,6 +21,7 @@ import (
 // Target is one side of a comparison: the gRPC clients of one server.
 type Target struct {
 	KV          pb.KVClient
+	Lease       pb.LeaseClient
 	Maintenance pb.MaintenanceClient
 	conn        *grpc.ClientConn
 }
@@ -35,7 +36,7 @@ func Dial(t testing.TB, addr string) *Target {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &Target{KV: pb.NewKVClient(conn), Maintenance: pb.NewMaintenanceClient(conn), conn: conn}
+	return &Target{KV: pb.NewKVClient(conn), Lease: pb.NewLeaseClient(conn), Maintenance: pb.NewMaintenanceClient(conn), conn: conn}
 }
 
 // StartEtcd starts a real etcd 3.7.3 for the test and returns its client

@@ -106,8 +106,8 @@ type watchPair struct {
 	step         int
 }
 
-func newWatchPair(t *testing.T) *watchPair {
-	etcdAddr := StartEtcd(t)
+func newWatchPair(t *testing.T, etcdFlags ...string) *watchPair {
+	etcdAddr := StartEtcd(t, etcdFlags...)
 	n := testnode.Start(t)
 	p := NewPair(t, Dial(t, etcdAddr), Dial(t, n.ClientAddrs()[0]))
 	return &watchPair{

@@ -41,7 +41,10 @@ type Config struct {
 	EnablePprof       bool
 	// WatchProgressNotifyInterval is etcd's --watch-progress-notify-interval.
 	WatchProgressNotifyInterval time.Duration
-	Logger                      *zap.Logger
+	// LeaseCheckpointInterval is how often the remaining TTLs of leases
+	// are recorded (etcd's --experimental-lease-checkpoint-interval).
+	LeaseCheckpointInterval time.Duration
+	Logger                  *zap.Logger
 }
 
 // Validate checks the config and fills in etcd's defaults.
@@ -101,6 +104,7 @@ type Node struct {
 	tso       *txncoord.TSO
 	tsoClient *txncoord.TSOClient
 	coord     *txncoord.Coordinator
+	lessor    *txncoord.Lessor
 	hub       *watchfanout.Hub
 	server    *router.Server
 	listeners []net.Listener
@@ -143,40 +147,33 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: start TSO: %w", err)
 	}
 	n.tsoClient = txncoord.NewTSOClient(n.tso)
-	if err = n.host.StartDataShards(ctx, n.tsoClient, nil); err != nil {
+	if err = n.host.StartDataShards(ctx, n.tsoClient, n.host.Meta()); err != nil {
 		return nil, err
 	}
 	state, err := n.host.MetaGroup().ReadState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCache(state.Shards), n.host, n.host.MetaGroup(), nil, cfg.Logger)
+	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCache(state.Shards), n.host, n.host.MetaGroup(), n.host.Meta(), cfg.Logger)
 	var sources []watchfanout.Source
 	for _, r := range n.host.Replicas() {
 		sources = append(sources, r)
 	}
 	n.hub = watchfanout.NewHub(sources, n.coord.CurrentRevision, cfg.Logger)
+	n.lessor = txncoord.NewLessor(txncoord.LessorConfig{
+		MinTTL:             txncoord.MinLeaseTTL(n.host.RaftTimings()),
+		CheckpointInterval: cfg.LeaseCheckpointInterval,
+		Logger:             cfg.Logger,
+	}, n.host.MetaGroup(), n.host.Meta(), n.coord)
+	if err = n.lessor.Promote(ctx); err != nil {
+		return nil, fmt.Errorf("node: start lessor: %w", err)
+	}
 
 	n.member = &pb.Member{
 		ID:         memberID(cfg.ClusterToken, cfg.Name, cfg.AdvertisePeerURL),
 		Name:       cfg.Name,
 		PeerURLs:   []string{cfg.AdvertisePeerURL},
 		ClientURLs: cfg.AdvertiseClientURLs,
-	}
-	n.server, err = router.New(router.Config{
-		ClusterID:       clusterID(cfg.ClusterToken),
-		Member:          n.member,
-		MaxRequestBytes: cfg.MaxRequestBytes,
-		MaxTxnOps:       cfg.MaxTxnOps,
-		Status:          n.status,
-		RaftTerm:        n.raftTerm,
-		EnablePprof:     cfg.EnablePprof,
-		Logger:          cfg.Logger,
-
-		WatchProgressNotifyInterval: cfg.WatchProgressNotifyInterval,
-	}, n.coord, n.hub)
-	if err != nil {
-		return nil, err
 	}
 	for _, u := range cfg.ListenClientURLs {
 		addr, _ := hostPort(u)
@@ -185,6 +182,24 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: listen for clients: %w", err)
 		}
 		n.listeners = append(n.listeners, l)
+	}
+	n.server, err = router.New(router.Config{
+		ClusterID:       clusterID(cfg.ClusterToken),
+		Member:          n.member,
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		MaxTxnOps:       cfg.MaxTxnOps,
+		Status:          n.status,
+		RaftTerm:        n.raftTerm,
+		SelfEndpoint:    selfEndpoint(n.listeners[0].Addr()),
+		EnablePprof:     cfg.EnablePprof,
+		Logger:          cfg.Logger,
+
+		WatchProgressNotifyInterval: cfg.WatchProgressNotifyInterval,
+	}, n.coord, n.hub, n.lessor)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range n.listeners {
 		if err := n.server.Serve(l); err != nil {
 			return nil, err
 		}
@@ -193,14 +208,26 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
-// metaLeaderChanged starts the TSO where the meta group's leader is and
-// stops it elsewhere.
+// selfEndpoint is the URL this node reaches itself on through a listener.
+func selfEndpoint(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || tcp.IP.IsUnspecified() {
+		return fmt.Sprintf("http://127.0.0.1:%d", tcp.Port)
+	}
+	return "http://" + tcp.String()
+}
+
+// metaLeaderChanged runs the TSO and the lessor where the meta group's
+// leader is and stops them elsewhere.
 func (n *Node) metaLeaderChanged(info raftio.LeaderInfo) {
 	if info.ShardID != shard.MetaShardID || n.tso == nil {
 		return
 	}
 	if info.LeaderID != n.host.ReplicaID() {
 		n.tso.Stop()
+		if n.lessor != nil {
+			go n.lessor.Demote()
+		}
 		return
 	}
 	go func() {
@@ -208,6 +235,12 @@ func (n *Node) metaLeaderChanged(info raftio.LeaderInfo) {
 		defer cancel()
 		if err := n.tso.Start(ctx); err != nil {
 			n.lg.Warn("start-tso", zap.Error(err))
+			return
+		}
+		if n.lessor != nil {
+			if err := n.lessor.Promote(ctx); err != nil {
+				n.lg.Warn("start-lessor", zap.Error(err))
+			}
 		}
 	}()
 }
@@ -229,6 +262,9 @@ func (n *Node) Stop() {
 	}
 	if n.hub != nil {
 		n.hub.Close()
+	}
+	if n.lessor != nil {
+		n.lessor.Close()
 	}
 	if n.host != nil {
 		for _, r := range n.host.Replicas() {

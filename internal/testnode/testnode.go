@@ -34,6 +34,12 @@ func WithProgressNotifyInterval(d time.Duration) Option {
 	return func(c *node.Config) { c.WatchProgressNotifyInterval = d }
 }
 
+// WithLeaseCheckpointInterval sets how often remaining lease TTLs are
+// recorded.
+func WithLeaseCheckpointInterval(d time.Duration) Option {
+	return func(c *node.Config) { c.LeaseCheckpointInterval = d }
+}
+
 // WithVerboseLogs sends the node's logs to the test log.
 func WithVerboseLogs(t testing.TB) Option {
 	return func(c *node.Config) { c.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)) }

@@ -41,7 +41,8 @@ const (
 	ErrorCode_FUTURE_REVISION ErrorCode = 4
 	ErrorCode_COMPACTED       ErrorCode = 5
 	// The transaction's chosen branch changed nothing; its revision is unused.
-	ErrorCode_NO_WRITE ErrorCode = 6
+	ErrorCode_NO_WRITE     ErrorCode = 6
+	ErrorCode_LEASE_EXISTS ErrorCode = 7
 )
 
 // Enum value maps for ErrorCode.
@@ -54,6 +55,7 @@ var (
 		4: "FUTURE_REVISION",
 		5: "COMPACTED",
 		6: "NO_WRITE",
+		7: "LEASE_EXISTS",
 	}
 	ErrorCode_value = map[string]int32{
 		"OK":              0,
@@ -63,6 +65,7 @@ var (
 		"FUTURE_REVISION": 4,
 		"COMPACTED":       5,
 		"NO_WRITE":        6,
+		"LEASE_EXISTS":    7,
 	}
 )
 
@@ -375,6 +378,9 @@ type MetaCommand struct {
 	//	*MetaCommand_SetTsoCeiling
 	//	*MetaCommand_PutShard
 	//	*MetaCommand_RecordCompaction
+	//	*MetaCommand_LeaseGrant
+	//	*MetaCommand_LeaseRevoke
+	//	*MetaCommand_LeaseCheckpoint
 	Command       isMetaCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -444,6 +450,33 @@ func (x *MetaCommand) GetRecordCompaction() *RecordCompaction {
 	return nil
 }
 
+func (x *MetaCommand) GetLeaseGrant() *LeaseGrant {
+	if x != nil {
+		if x, ok := x.Command.(*MetaCommand_LeaseGrant); ok {
+			return x.LeaseGrant
+		}
+	}
+	return nil
+}
+
+func (x *MetaCommand) GetLeaseRevoke() *LeaseRevoke {
+	if x != nil {
+		if x, ok := x.Command.(*MetaCommand_LeaseRevoke); ok {
+			return x.LeaseRevoke
+		}
+	}
+	return nil
+}
+
+func (x *MetaCommand) GetLeaseCheckpoint() *LeaseCheckpoint {
+	if x != nil {
+		if x, ok := x.Command.(*MetaCommand_LeaseCheckpoint); ok {
+			return x.LeaseCheckpoint
+		}
+	}
+	return nil
+}
+
 type isMetaCommand_Command interface {
 	isMetaCommand_Command()
 }
@@ -460,11 +493,29 @@ type MetaCommand_RecordCompaction struct {
 	RecordCompaction *RecordCompaction `protobuf:"bytes,3,opt,name=record_compaction,json=recordCompaction,proto3,oneof"`
 }
 
+type MetaCommand_LeaseGrant struct {
+	LeaseGrant *LeaseGrant `protobuf:"bytes,4,opt,name=lease_grant,json=leaseGrant,proto3,oneof"`
+}
+
+type MetaCommand_LeaseRevoke struct {
+	LeaseRevoke *LeaseRevoke `protobuf:"bytes,5,opt,name=lease_revoke,json=leaseRevoke,proto3,oneof"`
+}
+
+type MetaCommand_LeaseCheckpoint struct {
+	LeaseCheckpoint *LeaseCheckpoint `protobuf:"bytes,6,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"`
+}
+
 func (*MetaCommand_SetTsoCeiling) isMetaCommand_Command() {}
 
 func (*MetaCommand_PutShard) isMetaCommand_Command() {}
 
 func (*MetaCommand_RecordCompaction) isMetaCommand_Command() {}
+
+func (*MetaCommand_LeaseGrant) isMetaCommand_Command() {}
+
+func (*MetaCommand_LeaseRevoke) isMetaCommand_Command() {}
+
+func (*MetaCommand_LeaseCheckpoint) isMetaCommand_Command() {}
 
 // SetTSOCeiling persists the TSO's ceiling: no revision at or above it has
 // been handed out. A new TSO leader starts allocating at the ceiling.
@@ -637,6 +688,260 @@ func (x *PutShard) GetShard() *ShardDescriptor {
 	return nil
 }
 
+// Lease is a lease as the meta group keeps it.
+type Lease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// ttl is the granted TTL in seconds.
+	Ttl int64 `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// remaining_ms is the TTL left at the last checkpoint; 0 means the whole
+	// TTL (never checkpointed, or renewed since).
+	RemainingMs   int64 `protobuf:"varint,3,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_basalt_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Lease) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Lease) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *Lease) GetRemainingMs() int64 {
+	if x != nil {
+		return x.RemainingMs
+	}
+	return 0
+}
+
+// LeaseGrant creates a lease; it fails when the id exists.
+type LeaseGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrant) Reset() {
+	*x = LeaseGrant{}
+	mi := &file_basalt_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrant) ProtoMessage() {}
+
+func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
+func (*LeaseGrant) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LeaseGrant) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrant) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+// LeaseRevoke removes a lease (its keys are deleted separately).
+type LeaseRevoke struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevoke) Reset() {
+	*x = LeaseRevoke{}
+	mi := &file_basalt_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevoke) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevoke) ProtoMessage() {}
+
+func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevoke.ProtoReflect.Descriptor instead.
+func (*LeaseRevoke) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LeaseRevoke) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+// LeaseCheckpoint records the remaining TTL of leases, so that a new
+// lessor (after a restart or a leader change) neither renews them in full
+// nor expires them early.
+type LeaseCheckpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leases        []*Lease               `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseCheckpoint) Reset() {
+	*x = LeaseCheckpoint{}
+	mi := &file_basalt_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseCheckpoint) ProtoMessage() {}
+
+func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
+func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LeaseCheckpoint) GetLeases() []*Lease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
+// MetaResult answers a meta command.
+type MetaResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=basalt.ErrorCode" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaResult) Reset() {
+	*x = MetaResult{}
+	mi := &file_basalt_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaResult) ProtoMessage() {}
+
+func (x *MetaResult) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaResult.ProtoReflect.Descriptor instead.
+func (*MetaResult) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MetaResult) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_OK
+}
+
 // RecordCompaction records a cluster-wide compaction revision.
 type RecordCompaction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -647,7 +952,7 @@ type RecordCompaction struct {
 
 func (x *RecordCompaction) Reset() {
 	*x = RecordCompaction{}
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +964,7 @@ func (x *RecordCompaction) String() string {
 func (*RecordCompaction) ProtoMessage() {}
 
 func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +977,7 @@ func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCompaction.ProtoReflect.Descriptor instead.
 func (*RecordCompaction) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{9}
+	return file_basalt_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordCompaction) GetRevision() int64 {
@@ -694,7 +999,7 @@ type MetaState struct {
 
 func (x *MetaState) Reset() {
 	*x = MetaState{}
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +1011,7 @@ func (x *MetaState) String() string {
 func (*MetaState) ProtoMessage() {}
 
 func (x *MetaState) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +1024,7 @@ func (x *MetaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaState.ProtoReflect.Descriptor instead.
 func (*MetaState) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{10}
+	return file_basalt_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MetaState) GetTsoCeiling() int64 {
@@ -762,11 +1067,15 @@ const file_basalt_proto_rawDesc = "" +
 	"\x0eCompactCommand\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"8\n" +
 	"\rCompactResult\x12'\n" +
-	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\"\xd3\x01\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\"\x8a\x03\n" +
 	"\vMetaCommand\x12?\n" +
 	"\x0fset_tso_ceiling\x18\x01 \x01(\v2\x15.basalt.SetTSOCeilingH\x00R\rsetTsoCeiling\x12/\n" +
 	"\tput_shard\x18\x02 \x01(\v2\x10.basalt.PutShardH\x00R\bputShard\x12G\n" +
-	"\x11record_compaction\x18\x03 \x01(\v2\x18.basalt.RecordCompactionH\x00R\x10recordCompactionB\t\n" +
+	"\x11record_compaction\x18\x03 \x01(\v2\x18.basalt.RecordCompactionH\x00R\x10recordCompaction\x125\n" +
+	"\vlease_grant\x18\x04 \x01(\v2\x12.basalt.LeaseGrantH\x00R\n" +
+	"leaseGrant\x128\n" +
+	"\flease_revoke\x18\x05 \x01(\v2\x13.basalt.LeaseRevokeH\x00R\vleaseRevoke\x12D\n" +
+	"\x10lease_checkpoint\x18\x06 \x01(\v2\x17.basalt.LeaseCheckpointH\x00R\x0fleaseCheckpointB\t\n" +
 	"\acommand\")\n" +
 	"\rSetTSOCeiling\x12\x18\n" +
 	"\aceiling\x18\x01 \x01(\x03R\aceiling\"\xea\x01\n" +
@@ -780,14 +1089,29 @@ const file_basalt_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
 	"\bPutShard\x12-\n" +
-	"\x05shard\x18\x01 \x01(\v2\x17.basalt.ShardDescriptorR\x05shard\".\n" +
+	"\x05shard\x18\x01 \x01(\v2\x17.basalt.ShardDescriptorR\x05shard\"L\n" +
+	"\x05Lease\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\x12!\n" +
+	"\fremaining_ms\x18\x03 \x01(\x03R\vremainingMs\".\n" +
+	"\n" +
+	"LeaseGrant\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\"\x1d\n" +
+	"\vLeaseRevoke\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"8\n" +
+	"\x0fLeaseCheckpoint\x12%\n" +
+	"\x06leases\x18\x01 \x03(\v2\r.basalt.LeaseR\x06leases\"5\n" +
+	"\n" +
+	"MetaResult\x12'\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\".\n" +
 	"\x10RecordCompaction\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"\x88\x01\n" +
 	"\tMetaState\x12\x1f\n" +
 	"\vtso_ceiling\x18\x01 \x01(\x03R\n" +
 	"tsoCeiling\x12)\n" +
 	"\x10compact_revision\x18\x02 \x01(\x03R\x0fcompactRevision\x12/\n" +
-	"\x06shards\x18\x03 \x03(\v2\x17.basalt.ShardDescriptorR\x06shards*\x81\x01\n" +
+	"\x06shards\x18\x03 \x03(\v2\x17.basalt.ShardDescriptorR\x06shards*\x93\x01\n" +
 	"\tErrorCode\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x12\n" +
 	"\x0eSTALE_REVISION\x10\x01\x12\x11\n" +
@@ -795,7 +1119,8 @@ const file_basalt_proto_rawDesc = "" +
 	"\x0fLEASE_NOT_FOUND\x10\x03\x12\x13\n" +
 	"\x0fFUTURE_REVISION\x10\x04\x12\r\n" +
 	"\tCOMPACTED\x10\x05\x12\f\n" +
-	"\bNO_WRITE\x10\x06B+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
+	"\bNO_WRITE\x10\x06\x12\x10\n" +
+	"\fLEASE_EXISTS\x10\aB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
 
 var (
 	file_basalt_proto_rawDescOnce sync.Once
@@ -810,7 +1135,7 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_basalt_proto_goTypes = []any{
 	(ErrorCode)(0),           // 0: basalt.ErrorCode
 	(*DataCommand)(nil),      // 1: basalt.DataCommand
@@ -822,9 +1147,14 @@ var file_basalt_proto_goTypes = []any{
 	(*SetTSOCeiling)(nil),    // 7: basalt.SetTSOCeiling
 	(*ShardDescriptor)(nil),  // 8: basalt.ShardDescriptor
 	(*PutShard)(nil),         // 9: basalt.PutShard
-	(*RecordCompaction)(nil), // 10: basalt.RecordCompaction
-	(*MetaState)(nil),        // 11: basalt.MetaState
-	nil,                      // 12: basalt.ShardDescriptor.ReplicasEntry
+	(*Lease)(nil),            // 10: basalt.Lease
+	(*LeaseGrant)(nil),       // 11: basalt.LeaseGrant
+	(*LeaseRevoke)(nil),      // 12: basalt.LeaseRevoke
+	(*LeaseCheckpoint)(nil),  // 13: basalt.LeaseCheckpoint
+	(*MetaResult)(nil),       // 14: basalt.MetaResult
+	(*RecordCompaction)(nil), // 15: basalt.RecordCompaction
+	(*MetaState)(nil),        // 16: basalt.MetaState
+	nil,                      // 17: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
 	2,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
@@ -833,15 +1163,20 @@ var file_basalt_proto_depIdxs = []int32{
 	0,  // 3: basalt.CompactResult.error:type_name -> basalt.ErrorCode
 	7,  // 4: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
 	9,  // 5: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
-	10, // 6: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
-	12, // 7: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
-	8,  // 8: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
-	8,  // 9: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 6: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
+	11, // 7: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
+	12, // 8: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
+	13, // 9: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
+	17, // 10: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	8,  // 11: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
+	10, // 12: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
+	0,  // 13: basalt.MetaResult.error:type_name -> basalt.ErrorCode
+	8,  // 14: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_basalt_proto_init() }
@@ -857,6 +1192,9 @@ func file_basalt_proto_init() {
 		(*MetaCommand_SetTsoCeiling)(nil),
 		(*MetaCommand_PutShard)(nil),
 		(*MetaCommand_RecordCompaction)(nil),
+		(*MetaCommand_LeaseGrant)(nil),
+		(*MetaCommand_LeaseRevoke)(nil),
+		(*MetaCommand_LeaseCheckpoint)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -864,7 +1202,7 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

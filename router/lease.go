@@ -1,0 +1,126 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/txncoord"
+)
+
+// leaseServer is etcd's Lease service over the lessor (which runs where the
+// meta group's leader is; on this single-node cluster, here).
+type leaseServer struct {
+	pb.UnimplementedLeaseServer
+	s *Server
+}
+
+// currentHeader is a response header at the cluster's current revision.
+func (l *leaseServer) currentHeader(ctx context.Context) (*pb.ResponseHeader, error) {
+	h := &pb.ResponseHeader{}
+	if err := l.s.fillHeaderCurrent(ctx, h); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	var id, ttl int64
+	err := txncoord.Retry(ctx, func() (err error) {
+		id, ttl, err = l.s.lessor.Grant(ctx, r.ID, r.TTL)
+		return err
+	})
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	h, err := l.currentHeader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.LeaseGrantResponse{Header: h, ID: id, TTL: ttl}, nil
+}
+
+func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	if err := txncoord.Retry(ctx, func() error { return l.s.lessor.Revoke(ctx, r.ID) }); err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	h, err := l.currentHeader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.LeaseRevokeResponse{Header: h}, nil
+}
+
+func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	var info *txncoord.LeaseInfo
+	err := txncoord.Retry(ctx, func() (err error) {
+		info, err = l.s.lessor.TimeToLive(ctx, r.ID, r.Keys)
+		return err
+	})
+	h, herr := l.currentHeader(ctx)
+	if herr != nil {
+		return nil, herr
+	}
+	if errors.Is(err, mvcc.ErrLeaseNotFound) {
+		// etcd answers an unknown lease with TTL -1, not an error.
+		return &pb.LeaseTimeToLiveResponse{Header: h, ID: r.ID, TTL: -1}, nil
+	}
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	return &pb.LeaseTimeToLiveResponse{Header: h, ID: info.ID, TTL: info.TTL, GrantedTTL: info.GrantedTTL, Keys: info.Keys}, nil
+}
+
+func (l *leaseServer) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	var ids []int64
+	err := txncoord.Retry(ctx, func() (err error) {
+		ids, err = l.s.lessor.Leases()
+		return err
+	})
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	h, err := l.currentHeader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.LeaseLeasesResponse{Header: h, Leases: make([]*pb.LeaseStatus, len(ids))}
+	for i, id := range ids {
+		resp.Leases[i] = &pb.LeaseStatus{ID: id}
+	}
+	return resp, nil
+}
+
+// LeaseKeepAlive renews leases on a stream, one response per request; an
+// unknown (or expired) lease is answered with TTL 0, as etcd does.
+func (l *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var ttl int64
+		err = txncoord.Retry(ctx, func() (err error) {
+			ttl, err = l.s.lessor.Renew(ctx, req.ID)
+			return err
+		})
+		if errors.Is(err, mvcc.ErrLeaseNotFound) {
+			ttl, err = 0, nil
+		}
+		if err != nil {
+			return toGRPCError(ctx, err)
+		}
+		h := &pb.ResponseHeader{Revision: l.s.coord.LocalRevision()}
+		l.s.fillHeader(h)
+		if err := stream.Send(&pb.LeaseKeepAliveResponse{Header: h, ID: req.ID, TTL: ttl}); err != nil {
+			return err
+		}
+	}
+}
