@@ -1,11 +1,14 @@
 package placement
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,6 +42,16 @@ type Config struct {
 	ListenAddress string
 	// ClusterToken tells clusters apart (etcd's --initial-cluster-token).
 	ClusterToken string
+	// MemberID is this node's member id, which is also its replica id in
+	// every group.
+	MemberID uint64
+	// InitialCluster is the members of a new cluster (etcd's
+	// --initial-cluster). The first three by id (all when fewer) hold the
+	// meta group and the first data shard. Ignored on restart.
+	InitialCluster []*basaltpb.Member
+	// TransportFactory replaces dragonboat's TCP transport (tests inject
+	// faults with it).
+	TransportFactory config.TransportFactory
 	// HeartbeatInterval and ElectionTimeout are etcd's Raft timings.
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
@@ -61,6 +74,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftAddress == "" {
 		return errors.New("placement: a node needs a Raft address")
+	}
+	if c.MemberID == 0 {
+		return errors.New("placement: a node needs a member id")
 	}
 	if c.ClusterToken == "" {
 		c.ClusterToken = "etcd-cluster"
@@ -92,6 +108,10 @@ type Host struct {
 	nh        *dragonboat.NodeHost
 	meta      *shard.MetaStateMachine
 	replicaID uint64
+	// hasMeta tells whether this node holds a replica of the meta group.
+	hasMeta bool
+	// restartShards are the data shards this node held before a restart.
+	restartShards []uint64
 
 	mu       sync.Mutex
 	dataSMs  map[uint64]*shard.DataStateMachine
@@ -105,8 +125,9 @@ func (h *Host) RaftTimings() (heartbeat, election time.Duration) {
 	return h.cfg.HeartbeatInterval, h.cfg.ElectionTimeout
 }
 
-// Start opens the store, starts the NodeHost and the meta group's replica.
-// A new node bootstraps a one-member cluster.
+// Start opens the store, starts the NodeHost and the meta group's replica:
+// the one it held before a restart, or, in a new cluster, one of the first
+// members'.
 func Start(cfg Config) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -114,7 +135,7 @@ func Start(cfg Config) (*Host, error) {
 	h := &Host{
 		cfg:       cfg,
 		lg:        cfg.Logger,
-		replicaID: 1,
+		replicaID: cfg.MemberID,
 		dataSMs:   make(map[uint64]*shard.DataStateMachine),
 		replicas:  make(map[uint64]*shard.Replica),
 		leaders:   make(map[uint64]raftio.LeaderInfo),
@@ -132,7 +153,10 @@ func Start(cfg Config) (*Host, error) {
 		RaftAddress:       cfg.RaftAddress,
 		ListenAddress:     cfg.ListenAddress,
 		RaftEventListener: h,
-		Expert:            config.ExpertConfig{LogDB: config.GetTinyMemLogDBConfig()},
+		Expert: config.ExpertConfig{
+			LogDB:            config.GetTinyMemLogDBConfig(),
+			TransportFactory: cfg.TransportFactory,
+		},
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
@@ -141,14 +165,68 @@ func Start(cfg Config) (*Host, error) {
 	}
 	h.nh = nh
 	h.meta = shard.NewMetaStateMachine(store, h.replicaID, h.lg)
-	members := map[uint64]dragonboat.Target{h.replicaID: cfg.RaftAddress}
-	create := func(uint64, uint64) sm.IOnDiskStateMachine { return h.meta }
-	if err := nh.StartOnDiskReplica(members, false, create, h.raftConfig(shard.MetaShardID)); err != nil {
-		h.Close()
-		return nil, fmt.Errorf("placement: start meta group: %w", err)
+
+	// A restart finds its groups in the Raft log store; a new member of a
+	// new cluster starts those the initial cluster gives it.
+	var members map[uint64]dragonboat.Target
+	for _, ni := range nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}).LogInfo {
+		switch {
+		case ni.ReplicaID != h.replicaID:
+			continue
+		case ni.ShardID == shard.MetaShardID:
+			h.hasMeta = true
+		default:
+			h.restartShards = append(h.restartShards, ni.ShardID)
+		}
+	}
+	if !h.hasMeta && len(h.restartShards) == 0 {
+		if voters := h.initialVoters(); voters[h.replicaID] != "" {
+			h.hasMeta, members = true, voters
+		}
+	}
+	if h.hasMeta {
+		create := func(uint64, uint64) sm.IOnDiskStateMachine { return h.meta }
+		if err := nh.StartOnDiskReplica(members, false, create, h.raftConfig(shard.MetaShardID)); err != nil {
+			h.Close()
+			return nil, fmt.Errorf("placement: start meta group: %w", err)
+		}
 	}
 	return h, nil
 }
+
+// ReplicationFactor is how many replicas the meta group and each data
+// shard have (all nodes when fewer).
+const ReplicationFactor = 3
+
+// initialVoters returns the replicas of a new cluster's groups: the first
+// members of the initial cluster by id, with their Raft addresses.
+func (h *Host) initialVoters() map[uint64]dragonboat.Target {
+	ms := slices.Clone(h.cfg.InitialCluster)
+	slices.SortFunc(ms, func(a, b *basaltpb.Member) int { return cmp.Compare(a.Id, b.Id) })
+	voters := make(map[uint64]dragonboat.Target)
+	for _, m := range ms[:min(len(ms), ReplicationFactor)] {
+		if addr, err := RaftAddress(m); err == nil {
+			voters[m.Id] = addr
+		}
+	}
+	return voters
+}
+
+// RaftAddress is the host:port of a member's first peer URL, where its Raft
+// transport listens.
+func RaftAddress(m *basaltpb.Member) (string, error) {
+	if len(m.PeerUrls) == 0 {
+		return "", fmt.Errorf("placement: member %x has no peer URL", m.Id)
+	}
+	u, err := url.Parse(m.PeerUrls[0])
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("placement: member %x: bad peer URL %q", m.Id, m.PeerUrls[0])
+	}
+	return u.Host, nil
+}
+
+// HasMeta tells whether this node holds a replica of the meta group.
+func (h *Host) HasMeta() bool { return h.hasMeta }
 
 func (h *Host) raftConfig(shardID uint64) config.Config {
 	return config.Config{
@@ -183,9 +261,13 @@ func (h *Host) ReplicaID() uint64 { return h.replicaID }
 // Meta returns the meta group's state machine.
 func (h *Host) Meta() *shard.MetaStateMachine { return h.meta }
 
-// Bootstrap waits for the meta group's leader and, on a new cluster, creates
-// the first data shard's descriptor.
+// Bootstrap waits for the meta group's leader and, on a new cluster, records
+// the initial members and the first data shard's descriptor (every initial
+// voter does it; the proposals are the same).
 func (h *Host) Bootstrap(ctx context.Context) error {
+	if !h.hasMeta {
+		return errors.New("placement: this node holds no replica of the meta group")
+	}
 	if err := h.WaitLeader(ctx, shard.MetaShardID); err != nil {
 		return err
 	}
@@ -196,12 +278,19 @@ func (h *Host) Bootstrap(ctx context.Context) error {
 	if len(state.Shards) > 0 {
 		return nil
 	}
+	for _, m := range h.cfg.InitialCluster {
+		cmd := &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutMember{PutMember: &basaltpb.PutMember{Member: m}}}
+		if err := h.MetaGroup().Propose(ctx, cmd); err != nil {
+			return err
+		}
+	}
 	d := &basaltpb.ShardDescriptor{
 		ShardId:  FirstDataShardID,
-		Start:    nil,
-		End:      nil,
-		Replicas: map[uint64]string{h.replicaID: h.cfg.RaftAddress},
+		Replicas: make(map[uint64]string),
 		Epoch:    1,
+	}
+	for id, addr := range h.initialVoters() {
+		d.Replicas[id] = addr
 	}
 	return h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutShard{PutShard: &basaltpb.PutShard{Shard: d}}})
 }
@@ -214,15 +303,19 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 		return err
 	}
 	for _, d := range state.Shards {
-		if _, ok := d.Replicas[h.replicaID]; !ok {
+		restart := slices.Contains(h.restartShards, d.ShardId)
+		if _, ok := d.Replicas[h.replicaID]; !ok && !restart {
 			continue
 		}
 		// Apply does not check leases (they live in the meta group); the
 		// sequencer does, before it takes a revision.
 		dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, mvcc.AllowAllLeases, h.lg)
-		members := make(map[uint64]dragonboat.Target, len(d.Replicas))
-		for id, addr := range d.Replicas {
-			members[id] = addr
+		var members map[uint64]dragonboat.Target
+		if !restart {
+			members = make(map[uint64]dragonboat.Target, len(d.Replicas))
+			for id, addr := range d.Replicas {
+				members[id] = addr
+			}
 		}
 		create := func(uint64, uint64) sm.IOnDiskStateMachine { return dsm }
 		if err := h.nh.StartOnDiskReplica(members, false, create, h.raftConfig(d.ShardId)); err != nil {
@@ -291,6 +384,22 @@ func (h *Host) OnLeaderChange(f func(raftio.LeaderInfo)) {
 	h.mu.Unlock()
 }
 
+// Leader returns the leader (a member id, 0 when unknown) and term of a
+// group on this node.
+func (h *Host) Leader(shardID uint64) (leader, term uint64) {
+	leader, term, ok, err := h.nh.GetLeaderID(shardID)
+	if err != nil || !ok {
+		return 0, term
+	}
+	return leader, term
+}
+
+// TransferLeader asks the group's leader (this node) to hand leadership to
+// target.
+func (h *Host) TransferLeader(shardID, target uint64) error {
+	return h.nh.RequestLeaderTransfer(shardID, target)
+}
+
 // WaitLeader waits until the shard has a leader.
 func (h *Host) WaitLeader(ctx context.Context, shardID uint64) error {
 	t := time.NewTicker(5 * time.Millisecond)
@@ -350,20 +459,62 @@ func (h *Host) MetaGroup() MetaGroup { return MetaGroup{h: h} }
 // MetaGroup proposes to and reads the meta group through this node.
 type MetaGroup struct{ h *Host }
 
-// ReadState reads the meta state linearizably (ReadIndex on the group).
+// ReadState reads the meta state linearizably: a ReadIndex on the group,
+// then a read of this replica, which has applied everything committed
+// before. It retries while the group has no leader, or a new leader cannot
+// serve reads yet.
 func (m MetaGroup) ReadState(ctx context.Context) (*basaltpb.MetaState, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	v, err := m.h.nh.SyncRead(ctx, shard.MetaShardID, nil)
+	if err := retryDropped(ctx, func() error { return shard.ReadIndex(ctx, m.h.nh, shard.MetaShardID) }); err != nil {
+		return nil, err
+	}
+	v, err := m.h.nh.StaleRead(shard.MetaShardID, nil)
 	if err != nil {
 		return nil, err
 	}
 	return v.(*basaltpb.MetaState), nil
 }
 
-// ConfirmLeader returns once a ReadIndex on the meta group succeeded: this
-// node led the group at some point after the call began.
+// retryDropped runs f until it succeeds, fails otherwise than by a dropped
+// request (no leader yet: nothing was done), or ctx ends.
+func retryDropped(ctx context.Context, f func() error) error {
+	backoff := time.Millisecond
+	for {
+		err := f()
+		if !errors.Is(err, dragonboat.ErrShardNotReady) {
+			return err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return err
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+// ConfirmLeader returns once a ReadIndex on the meta group succeeded while
+// this node led it in one term throughout: it led the group at some point
+// after the call began. (On a follower a ReadIndex succeeds too, through
+// the leader; that confirms nothing.)
 func (m MetaGroup) ConfirmLeader(ctx context.Context) error {
+	leader, term := m.h.Leader(shard.MetaShardID)
+	if leader != m.h.replicaID {
+		return &shard.NotLeaderError{ShardID: shard.MetaShardID, Leader: leader}
+	}
+	if err := shard.ReadIndex(ctx, m.h.nh, shard.MetaShardID); err != nil {
+		return err
+	}
+	if l, t := m.h.Leader(shard.MetaShardID); l != leader || t != term {
+		return &shard.NotLeaderError{ShardID: shard.MetaShardID, Leader: l}
+	}
+	return nil
+}
+
+// Sync returns once this node's replica of the meta group has applied
+// everything committed before the call (a ReadIndex, on any replica).
+func (m MetaGroup) Sync(ctx context.Context) error {
 	return shard.ReadIndex(ctx, m.h.nh, shard.MetaShardID)
 }
 
@@ -375,7 +526,11 @@ func (m MetaGroup) Propose(ctx context.Context, cmd *basaltpb.MetaCommand) error
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	res, err := m.h.nh.SyncPropose(ctx, m.h.nh.GetNoOPSession(shard.MetaShardID), data)
+	var res sm.Result
+	err = retryDropped(ctx, func() (err error) {
+		res, err = m.h.nh.SyncPropose(ctx, m.h.nh.GetNoOPSession(shard.MetaShardID), data)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -82,7 +82,8 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		Reason string `json:"reason"`
 	}{Health: "true"}
 	code := http.StatusOK
-	if _, err := s.coord.Range(ctx, &pb.RangeRequest{Key: []byte("health")}); err != nil {
+	kv := &kvServer{s: s}
+	if _, err := kv.rangeRouted(ctx, &pb.RangeRequest{Key: []byte("health")}); err != nil {
 		body.Health, body.Reason = "false", "RANGE ERROR:"+err.Error()
 		code = http.StatusServiceUnavailable
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -24,12 +25,20 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if err := checkRangeRequest(r); err != nil {
 		return nil, err
 	}
-	resp, err := k.s.coord.Range(ctx, r)
+	resp, err := k.rangeRouted(ctx, r)
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
 	k.s.fillHeader(resp.Header)
 	return resp, nil
+}
+
+// rangeRouted runs a range here or at the shard's leader.
+func (k *kvServer) rangeRouted(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return routed(k.s, ctx, false, func() (*pb.RangeResponse, error) { return k.s.coord.Range(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.RangeResponse, error) {
+			return pb.NewKVClient(conn).Range(ctx, r)
+		})
 }
 
 func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
@@ -39,7 +48,10 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if err := checkRequestSize(r, k.s.cfg.MaxRequestBytes); err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
-	resp, err := k.s.coord.Put(ctx, r)
+	resp, err := routed(k.s, ctx, true, func() (*pb.PutResponse, error) { return k.s.coord.Put(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.PutResponse, error) {
+			return pb.NewKVClient(conn).Put(ctx, r)
+		})
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -54,7 +66,10 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 	if err := checkRequestSize(r, k.s.cfg.MaxRequestBytes); err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
-	resp, err := k.s.coord.DeleteRange(ctx, r)
+	resp, err := routed(k.s, ctx, true, func() (*pb.DeleteRangeResponse, error) { return k.s.coord.DeleteRange(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.DeleteRangeResponse, error) {
+			return pb.NewKVClient(conn).DeleteRange(ctx, r)
+		})
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -77,7 +92,10 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 			return nil, toGRPCError(ctx, err)
 		}
 	}
-	resp, err := k.s.coord.Txn(ctx, r)
+	resp, err := routed(k.s, ctx, !txncoord.IsTxnReadonly(r), func() (*pb.TxnResponse, error) { return k.s.coord.Txn(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.TxnResponse, error) {
+			return pb.NewKVClient(conn).Txn(ctx, r)
+		})
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -86,7 +104,10 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 }
 
 func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
-	resp, err := k.s.coord.Compact(ctx, r)
+	resp, err := routed(k.s, ctx, true, func() (*pb.CompactionResponse, error) { return k.s.coord.Compact(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.CompactionResponse, error) {
+			return pb.NewKVClient(conn).Compact(ctx, r)
+		})
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -110,7 +131,7 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, stream pb.KV_RangeStreamServe
 	}
 	r = proto.Clone(r).(*pb.RangeRequest)
 	if r.CountOnly {
-		resp, err := k.s.coord.Range(ctx, r)
+		resp, err := k.rangeRouted(ctx, r)
 		if err != nil {
 			return toGRPCError(ctx, err)
 		}
@@ -125,7 +146,7 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, stream pb.KV_RangeStreamServe
 	r.Limit = min(streamChunkLimit, total)
 	var count, headerRev int64
 	for {
-		resp, err := k.s.coord.Range(ctx, r)
+		resp, err := k.rangeRouted(ctx, r)
 		if err != nil {
 			return toGRPCError(ctx, err)
 		}
@@ -147,7 +168,7 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, stream pb.KV_RangeStreamServe
 			out.More = resp.More
 			out.Count = count
 			if resp.More {
-				rest, err := k.s.coord.Range(ctx, &pb.RangeRequest{Key: next, RangeEnd: r.RangeEnd, Revision: r.Revision, CountOnly: true})
+				rest, err := k.rangeRouted(ctx, &pb.RangeRequest{Key: next, RangeEnd: r.RangeEnd, Revision: r.Revision, CountOnly: true})
 				if err != nil {
 					return toGRPCError(ctx, err)
 				}

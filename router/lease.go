@@ -6,16 +6,28 @@ import (
 	"io"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/shard"
 	"github.com/basaltdb/basalt/txncoord"
 )
 
-// leaseServer is etcd's Lease service over the lessor (which runs where the
-// meta group's leader is; on this single-node cluster, here).
+// leaseServer is etcd's Lease service over the lessor, which runs where the
+// meta group's leader is: other members forward lease requests there.
 type leaseServer struct {
 	pb.UnimplementedLeaseServer
 	s *Server
+}
+
+// metaLeaderElsewhere returns a NotLeaderError naming the meta group's
+// leader when that is another member.
+func (s *Server) metaLeaderElsewhere() error {
+	if leader := s.cfg.MetaLeader(); leader != 0 && leader != s.cfg.Member.ID {
+		return &shard.NotLeaderError{ShardID: shard.MetaShardID, Leader: leader}
+	}
+	return nil
 }
 
 // currentHeader is a response header at the cluster's current revision.
@@ -28,6 +40,18 @@ func (l *leaseServer) currentHeader(ctx context.Context) (*pb.ResponseHeader, er
 }
 
 func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	resp, err := routed(l.s, ctx, true, func() (*pb.LeaseGrantResponse, error) {
+		if err := l.s.metaLeaderElsewhere(); err != nil {
+			return nil, err
+		}
+		return l.leaseGrantHere(ctx, r)
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseGrantResponse, error) {
+		return pb.NewLeaseClient(conn).LeaseGrant(ctx, r)
+	})
+	return resp, toGRPCError(ctx, err)
+}
+
+func (l *leaseServer) leaseGrantHere(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
 	var id, ttl int64
 	err := txncoord.Retry(ctx, func() (err error) {
 		id, ttl, err = l.s.lessor.Grant(ctx, r.ID, r.TTL)
@@ -44,6 +68,18 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 }
 
 func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	resp, err := routed(l.s, ctx, true, func() (*pb.LeaseRevokeResponse, error) {
+		if err := l.s.metaLeaderElsewhere(); err != nil {
+			return nil, err
+		}
+		return l.leaseRevokeHere(ctx, r)
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseRevokeResponse, error) {
+		return pb.NewLeaseClient(conn).LeaseRevoke(ctx, r)
+	})
+	return resp, toGRPCError(ctx, err)
+}
+
+func (l *leaseServer) leaseRevokeHere(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
 	if err := txncoord.Retry(ctx, func() error { return l.s.lessor.Revoke(ctx, r.ID) }); err != nil {
 		return nil, toGRPCError(ctx, err)
 	}
@@ -55,6 +91,18 @@ func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 }
 
 func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	resp, err := routed(l.s, ctx, false, func() (*pb.LeaseTimeToLiveResponse, error) {
+		if err := l.s.metaLeaderElsewhere(); err != nil {
+			return nil, err
+		}
+		return l.leaseTimeToLiveHere(ctx, r)
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseTimeToLiveResponse, error) {
+		return pb.NewLeaseClient(conn).LeaseTimeToLive(ctx, r)
+	})
+	return resp, toGRPCError(ctx, err)
+}
+
+func (l *leaseServer) leaseTimeToLiveHere(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	var info *txncoord.LeaseInfo
 	err := txncoord.Retry(ctx, func() (err error) {
 		info, err = l.s.lessor.TimeToLive(ctx, r.ID, r.Keys)
@@ -74,7 +122,19 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 	return &pb.LeaseTimeToLiveResponse{Header: h, ID: info.ID, TTL: info.TTL, GrantedTTL: info.GrantedTTL, Keys: info.Keys}, nil
 }
 
-func (l *leaseServer) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	resp, err := routed(l.s, ctx, false, func() (*pb.LeaseLeasesResponse, error) {
+		if err := l.s.metaLeaderElsewhere(); err != nil {
+			return nil, err
+		}
+		return l.leaseLeasesHere(ctx, r)
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseLeasesResponse, error) {
+		return pb.NewLeaseClient(conn).LeaseLeases(ctx, r)
+	})
+	return resp, toGRPCError(ctx, err)
+}
+
+func (l *leaseServer) leaseLeasesHere(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
 	var ids []int64
 	err := txncoord.Retry(ctx, func() (err error) {
 		ids, err = l.s.lessor.Leases()
@@ -95,9 +155,14 @@ func (l *leaseServer) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest)
 }
 
 // LeaseKeepAlive renews leases on a stream, one response per request; an
-// unknown (or expired) lease is answered with TTL 0, as etcd does.
+// unknown (or expired) lease is answered with TTL 0, as etcd does. On a
+// member that does not lead the meta group, the stream is relayed to the
+// leader.
 func (l *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 	ctx := stream.Context()
+	if leader := shard.LeaderElsewhere(l.s.metaLeaderElsewhere()); leader != 0 && !isForwarded(ctx) {
+		return l.relayKeepAlive(stream, leader)
+	}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -120,6 +185,46 @@ func (l *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 		h := &pb.ResponseHeader{Revision: l.s.coord.LocalRevision()}
 		l.s.fillHeader(h)
 		if err := stream.Send(&pb.LeaseKeepAliveResponse{Header: h, ID: req.ID, TTL: ttl}); err != nil {
+			return err
+		}
+	}
+}
+
+// relayKeepAlive relays a keep-alive stream to the meta group's leader
+// until either side ends it. When the leader moves, the leader's side
+// fails and so does the client's stream; the client opens a new one.
+func (l *leaseServer) relayKeepAlive(stream pb.Lease_LeaseKeepAliveServer, leader uint64) error {
+	conn, err := l.s.peers.conn(leader)
+	if err != nil {
+		return toGRPCError(stream.Context(), err)
+	}
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(stream.Context(), forwardedKey, "1"))
+	defer cancel()
+	up, err := pb.NewLeaseClient(conn).LeaseKeepAlive(ctx)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				_ = up.CloseSend()
+				return
+			}
+			if err := up.Send(req); err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		resp, err := up.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}

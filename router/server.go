@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/basaltdb/basalt/proto/basaltpb"
 	"github.com/basaltdb/basalt/txncoord"
 	"github.com/basaltdb/basalt/watchfanout"
 )
@@ -36,6 +37,7 @@ const grpcOverheadBytes = 512 * 1024
 type NodeStatus struct {
 	// Leader is the member id of the data shard's leader, 0 when unknown.
 	Leader           uint64
+	IsLearner        bool
 	RaftTerm         uint64
 	RaftIndex        uint64
 	RaftAppliedIndex uint64
@@ -54,6 +56,18 @@ type Config struct {
 	// RequestTimeout bounds the Status and Alarm calls of a client that set
 	// no deadline. (KV requests are bounded by the coordinator.)
 	RequestTimeout time.Duration
+	// Members returns the member registry, which MemberList shows.
+	Members func() []*basaltpb.Member
+	// Peers reaches the other members, where requests are forwarded to.
+	Peers *Peers
+	// MetaLeader returns the member that leads the meta group (0 when
+	// unknown); lease requests are served there.
+	MetaLeader func() uint64
+	// TSO is this node's timestamp oracle, which other members call while
+	// this node leads the meta group.
+	TSO txncoord.TSOServer
+	// MoveLeader hands the leadership of this node's groups to a member.
+	MoveLeader func(ctx context.Context, target uint64) error
 	// Status reports the node's Raft and storage status.
 	Status func() NodeStatus
 	// RaftTerm returns the term reported in response headers.
@@ -73,8 +87,9 @@ type Config struct {
 
 // Validate checks the config and fills in defaults.
 func (c *Config) Validate() error {
-	if c.Member == nil || c.Status == nil || c.RaftTerm == nil || c.SelfEndpoint == "" {
-		return errors.New("router: config needs Member, Status, RaftTerm and SelfEndpoint")
+	if c.Member == nil || c.Status == nil || c.RaftTerm == nil || c.SelfEndpoint == "" ||
+		c.Members == nil || c.Peers == nil || c.MetaLeader == nil || c.TSO == nil || c.MoveLeader == nil {
+		return errors.New("router: config needs Member, Members, Peers, MetaLeader, TSO, MoveLeader, Status, RaftTerm and SelfEndpoint")
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = 1536 * 1024
@@ -109,6 +124,7 @@ type Server struct {
 	hub    *watchfanout.Hub
 	lessor *txncoord.Lessor
 	self   *clientv3.Client // for the lock and election services
+	peers  *Peers
 	grpc   *grpc.Server
 	lg     *zap.Logger
 
@@ -124,7 +140,7 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger}
+	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger, peers: cfg.Peers}
 	// The lock and election services are etcd's own, written against a
 	// client; like etcd, they get one of this server.
 	self, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.SelfEndpoint}, Logger: zap.NewNop()})
@@ -148,6 +164,7 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 	v3electionpb.RegisterElectionServer(s.grpc, v3election.NewElectionServer(self))
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
+	basaltpb.RegisterInternalServer(s.grpc, &internalServer{s: s})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, hs)
@@ -239,3 +256,4 @@ func (s *Server) fillHeaderCurrent(ctx context.Context, h *pb.ResponseHeader) er
 }
 
 func (s *Server) status() NodeStatus { return s.cfg.Status() }
+

@@ -19,7 +19,6 @@ import (
 // Field numbers of basalt.proto.
 const (
 	fieldDataCommandWriteBatch = 1
-	fieldDataCommandCompact    = 2
 	fieldWriteBatchWrites      = 1
 	fieldWriteRevision         = 1
 	fieldWriteTxn              = 2
@@ -67,8 +66,8 @@ func encodeWriteBatch(first int64, txns [][]byte) []byte {
 var errBadCommand = errors.New("shard: malformed data command")
 
 // decodeDataCommand calls write for each write of a write batch (txn
-// aliases cmd), or returns the compaction of a compact command.
-func decodeDataCommand(cmd []byte, write func(rev int64, txn []byte) error) (*basaltpb.CompactCommand, error) {
+// aliases cmd), or returns any other command (compact, resolved).
+func decodeDataCommand(cmd []byte, write func(rev int64, txn []byte) error) (*basaltpb.DataCommand, error) {
 	num, typ, n := protowire.ConsumeTag(cmd)
 	if n < 0 || typ != protowire.BytesType {
 		return nil, errBadCommand
@@ -77,16 +76,15 @@ func decodeDataCommand(cmd []byte, write func(rev int64, txn []byte) error) (*ba
 	if m < 0 || n+m != len(cmd) {
 		return nil, errBadCommand
 	}
-	switch num {
-	case fieldDataCommandCompact:
-		var c basaltpb.CompactCommand
-		if err := proto.Unmarshal(body, &c); err != nil {
+	if num != fieldDataCommandWriteBatch {
+		var c basaltpb.DataCommand
+		if err := proto.Unmarshal(cmd, &c); err != nil {
 			return nil, fmt.Errorf("%w: %v", errBadCommand, err)
 		}
+		if c.Command == nil {
+			return nil, fmt.Errorf("%w: field %d", errBadCommand, num)
+		}
 		return &c, nil
-	case fieldDataCommandWriteBatch:
-	default:
-		return nil, fmt.Errorf("%w: field %d", errBadCommand, num)
 	}
 	for len(body) > 0 {
 		num, typ, n := protowire.ConsumeTag(body)

@@ -36,7 +36,7 @@ func TestWriteBatchEncoding(t *testing.T) {
 		t.Fatalf("decode: %v %v %v", err, compact, revs)
 	}
 	cc, _ := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Compact{Compact: &basaltpb.CompactCommand{Revision: 9}}})
-	if c, err := decodeDataCommand(cc, nil); err != nil || c.Revision != 9 {
+	if c, err := decodeDataCommand(cc, nil); err != nil || c.GetCompact().GetRevision() != 9 {
 		t.Fatalf("compact: %v %v", c, err)
 	}
 }

@@ -95,9 +95,12 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		// First entry ever: record the span the shard was created with.
 		w.SetSpan(s.start, s.end)
 	}
-	var outcomes []outcome
+	var (
+		outcomes []outcome
+		resolved int64 // from the leader's resolved markers
+	)
 	for i := range entries {
-		result, err := s.apply(w, entries[i].Cmd, &outcomes)
+		result, err := s.apply(w, entries[i].Cmd, &outcomes, &resolved)
 		if err != nil {
 			w.Abort()
 			s.lg.Error("apply-failed", zap.Uint64("index", entries[i].Index), zap.Error(err))
@@ -111,7 +114,7 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if observed {
 		// Every write of this shard at or below its revision is applied:
 		// batches apply in revision order.
-		s.publish(w.Events(), w.Rev())
+		s.publish(w.Events(), max(w.Rev(), resolved))
 	}
 	if ref := s.sink.Load(); ref != nil {
 		for _, o := range outcomes {
@@ -121,12 +124,20 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	return entries, nil
 }
 
-func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome) ([]byte, error) {
-	compact, err := decodeDataCommand(cmd, func(rev int64, txn []byte) error {
+func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome, resolved *int64) ([]byte, error) {
+	other, err := decodeDataCommand(cmd, func(rev int64, txn []byte) error {
 		return s.applyWrite(w, rev, txn, outcomes)
 	})
-	if err != nil || compact == nil {
+	if err != nil || other == nil {
 		return nil, err
+	}
+	if r := other.GetResolved(); r != nil {
+		*resolved = max(*resolved, r.Revision)
+		return nil, nil
+	}
+	compact := other.GetCompact()
+	if compact == nil {
+		return nil, fmt.Errorf("shard: unknown data command %T", other.Command)
 	}
 	code := basaltpb.ErrorCode_OK
 	if compact.Revision <= w.CompactRev() {
@@ -234,6 +245,8 @@ func codeError(code basaltpb.ErrorCode) error {
 		return ErrStaleRevision
 	case basaltpb.ErrorCode_LEASE_EXISTS:
 		return ErrLeaseExists
+	case basaltpb.ErrorCode_MEMBER_NOT_FOUND:
+		return ErrMemberNotFound
 	}
 	return fmt.Errorf("shard: unknown result code %v", code)
 }

@@ -1,6 +1,9 @@
 package shard
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrNoWrite is returned for a write transaction whose chosen branch
@@ -17,4 +20,33 @@ var (
 	ErrBusy = errors.New("shard: too many pending writes")
 	// ErrLeaseExists is returned when a lease id is granted twice.
 	ErrLeaseExists = errors.New("shard: lease already exists")
+	// ErrMemberNotFound is returned when removing a member that is not in
+	// the registry.
+	ErrMemberNotFound = errors.New("shard: member not found")
 )
+
+// NotLeaderError is returned by a replica that does not lead its group. It
+// names the leader, when one is known, so that the request can be sent
+// there; it matches ErrNotLeader.
+type NotLeaderError struct {
+	ShardID uint64
+	// Leader is the leader's replica id (its member id), 0 when unknown.
+	Leader uint64
+}
+
+func (e *NotLeaderError) Error() string {
+	return fmt.Sprintf("shard %d: not the leader (leader %x)", e.ShardID, e.Leader)
+}
+
+// Is makes a NotLeaderError match ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// LeaderElsewhere returns the leader a NotLeaderError in err's chain names,
+// or 0 when err is not one or no leader is known.
+func LeaderElsewhere(err error) uint64 {
+	var nl *NotLeaderError
+	if errors.As(err, &nl) {
+		return nl.Leader
+	}
+	return 0
+}

@@ -6,6 +6,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/proto/basaltpb"
 )
 
 // FeedItem is what a shard publishes to its watchers, in order: the events
@@ -47,17 +50,20 @@ func (s *DataStateMachine) publish(events []*mvccpb.Event, resolved int64) {
 // revision (DESIGN §7: at least every 100 ms).
 const resolveInterval = 100 * time.Millisecond
 
-// Observe directs the shard's feed to o and starts the resolver, which
-// advances the resolved revision while the shard is idle: every
-// resolveInterval, or at once after ResolveNow, it takes the TSO's current
-// revision R, waits until every write of the shard at or below R is applied,
-// and publishes R.
-func (r *Replica) Observe(o Observer) {
-	r.sm.SetObserver(o)
-	r.resolverOnce.Do(func() {
-		r.wg.Add(1)
-		go r.resolve()
-	})
+// Observe directs the shard's feed to o.
+func (r *Replica) Observe(o Observer) { r.sm.SetObserver(o) }
+
+// startResolver starts the resolver, which advances the shard's resolved
+// revision while the shard is idle. On the leader, every resolveInterval or
+// at once after ResolveNow, it takes the TSO's current revision R and waits
+// until every write of the shard at or below R is applied. If the shard's
+// newest write is older than R (revisions went to other shards, or were
+// lost to failed writes or a TSO failover), it proposes a ResolvedCommand:
+// its apply publishes R on every replica, so that watchers on followers
+// advance too. Otherwise it publishes R here.
+func (r *Replica) startResolver() {
+	r.wg.Add(1)
+	go r.resolve()
 }
 
 // ResolveNow asks the resolver to publish a resolved revision now.
@@ -72,6 +78,7 @@ func (r *Replica) resolve() {
 	defer r.wg.Done()
 	t := time.NewTicker(resolveInterval)
 	defer t.Stop()
+	var proposed int64 // the newest resolved revision this leader proposed
 	for {
 		select {
 		case <-r.stopc:
@@ -82,13 +89,13 @@ func (r *Replica) resolve() {
 		if !r.IsLeader() {
 			continue
 		}
-		if err := r.resolveOnce(); err != nil && r.lg != nil {
+		if err := r.resolveOnce(&proposed); err != nil && r.lg != nil {
 			r.lg.Debug("resolve", zap.Uint64("shard-id", r.shardID), zap.Error(err))
 		}
 	}
 }
 
-func (r *Replica) resolveOnce() error {
+func (r *Replica) resolveOnce(proposed *int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	rev, err := r.tso.Current(ctx)
@@ -98,6 +105,17 @@ func (r *Replica) resolveOnce() error {
 	if err := r.seq.WaitResolved(ctx, rev); err != nil {
 		return err
 	}
-	r.sm.publish(nil, rev)
+	if rev <= r.sm.Shard().Rev() || rev <= *proposed {
+		r.sm.publish(nil, rev)
+		return nil
+	}
+	cmd, err := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Resolved{Resolved: &basaltpb.ResolvedCommand{Revision: rev}}})
+	if err != nil {
+		return err
+	}
+	if _, err := r.nh.SyncPropose(ctx, r.nh.GetNoOPSession(r.shardID), cmd); err != nil {
+		return err
+	}
+	*proposed = rev
 	return nil
 }

@@ -1,9 +1,11 @@
 package shard
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -124,6 +126,17 @@ func (m *MetaStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		case *basaltpb.MetaCommand_RecordCompaction:
 			st := state()
 			st.CompactRevision = max(st.CompactRevision, c.RecordCompaction.Revision)
+		case *basaltpb.MetaCommand_PutMember:
+			putMember(state(), c.PutMember.Member)
+		case *basaltpb.MetaCommand_RemoveMember:
+			st := state()
+			id := c.RemoveMember.Id
+			if i := slices.IndexFunc(st.Members, func(m *basaltpb.Member) bool { return m.Id == id }); i >= 0 {
+				st.Members = slices.Delete(st.Members, i, i+1)
+				st.RemovedMembers = append(st.RemovedMembers, id)
+			} else {
+				code = basaltpb.ErrorCode_MEMBER_NOT_FOUND
+			}
 		case *basaltpb.MetaCommand_LeaseGrant:
 			g := c.LeaseGrant
 			if _, ok := m.leases[g.Id]; ok {
@@ -214,6 +227,21 @@ func (m *MetaStateMachine) LeaseExists(id int64) bool {
 	defer m.mu.RUnlock()
 	_, ok := m.leases[id]
 	return ok
+}
+
+// putMember creates or replaces a member, keeping members in id order. A
+// member without client URLs (as the initial cluster lists it) keeps those
+// it published.
+func putMember(s *basaltpb.MetaState, m *basaltpb.Member) {
+	i, found := slices.BinarySearchFunc(s.Members, m.Id, func(e *basaltpb.Member, id uint64) int { return cmp.Compare(e.Id, id) })
+	if found {
+		if len(m.ClientUrls) == 0 {
+			m.ClientUrls = s.Members[i].ClientUrls
+		}
+		s.Members[i] = m
+		return
+	}
+	s.Members = slices.Insert(s.Members, i, m)
 }
 
 func putShard(s *basaltpb.MetaState, d *basaltpb.ShardDescriptor) {

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -32,12 +33,11 @@ type Replica struct {
 
 	barrier *combine.Combiner[*barrierWaiter]
 
-	tso          RevisionAllocator
-	resolverOnce sync.Once
-	resolvec     chan struct{}
-	stopc        chan struct{}
-	stopOnce     sync.Once
-	wg           sync.WaitGroup
+	tso      RevisionAllocator
+	resolvec chan struct{}
+	stopc    chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // NewReplica wires a replica started on nh to its sequencer, once its state
@@ -57,6 +57,7 @@ func NewReplica(ctx context.Context, nh *dragonboat.NodeHost, sm *DataStateMachi
 	r.barrier = combine.New(r.serveBarrier)
 	r.seq = NewSequencer(cfg, sm.shardID, user, nh.GetNoOPSession(sm.shardID), sm.Shard(), tso, leases, lg)
 	sm.SetSink(r.seq)
+	r.startResolver()
 	return r, nil
 }
 
@@ -88,18 +89,27 @@ func (r *Replica) Leader() (uint64, uint64) { return r.leader.Load(), r.term.Loa
 // IsLeader reports whether this replica leads its shard, as last reported.
 func (r *Replica) IsLeader() bool { return r.leader.Load() == r.replicaID }
 
+// checkLeader returns a NotLeaderError naming the leader unless this
+// replica leads.
+func (r *Replica) checkLeader() error {
+	if leader := r.leader.Load(); leader != r.replicaID {
+		return &NotLeaderError{ShardID: r.shardID, Leader: leader}
+	}
+	return nil
+}
+
 // Write sequences a write transaction on the leader.
 func (r *Replica) Write(ctx context.Context, txn *pb.TxnRequest) (*pb.TxnResponse, error) {
-	if !r.IsLeader() {
-		return nil, ErrNotLeader
+	if err := r.checkLeader(); err != nil {
+		return nil, err
 	}
 	return r.seq.Write(ctx, txn)
 }
 
 // RevokeLease deletes the shard's keys attached to lease (on the leader).
 func (r *Replica) RevokeLease(ctx context.Context, lease int64) (*pb.TxnResponse, error) {
-	if !r.IsLeader() {
-		return nil, ErrNotLeader
+	if err := r.checkLeader(); err != nil {
+		return nil, err
 	}
 	return r.seq.RevokeLease(ctx, lease)
 }
@@ -109,8 +119,8 @@ func (r *Replica) RevokeLease(ctx context.Context, lease int64) (*pb.TxnResponse
 // confirms leadership with a ReadIndex, which also waits until this replica
 // has applied everything committed before the read.
 func (r *Replica) ReadAt(ctx context.Context, rev int64) (*mvcc.ReadView, error) {
-	if !r.IsLeader() {
-		return nil, ErrNotLeader
+	if err := r.checkLeader(); err != nil {
+		return nil, err
 	}
 	if err := r.seq.WaitResolved(ctx, rev); err != nil {
 		return nil, err
@@ -120,6 +130,10 @@ func (r *Replica) ReadAt(ctx context.Context, rev int64) (*mvcc.ReadView, error)
 	}
 	return r.sm.Shard().ViewAt(rev), nil
 }
+
+// Sync returns once this replica has applied everything its shard
+// committed before the call (a ReadIndex, which followers can run too).
+func (r *Replica) Sync(ctx context.Context) error { return r.readIndex(ctx) }
 
 // View returns a view of the replica's applied state, for serializable
 // reads: no Raft round trip, possibly behind the leader.
@@ -155,8 +169,24 @@ func (r *Replica) serveBarrier(batch []*barrierWaiter) {
 const readIndexTimeout = 10 * time.Second
 
 // ReadIndex runs dragonboat's ReadIndex on a group and waits until this
-// replica has applied everything committed when it was issued.
+// replica has applied everything committed when it was issued. A request
+// that gets no answer within readIndexAttempt (its message to the leader
+// was lost, or the leader changed) is issued again until ctx ends.
 func ReadIndex(ctx context.Context, nh *dragonboat.NodeHost, shardID uint64) error {
+	for {
+		err := readIndexOnce(ctx, nh, shardID)
+		if !errors.Is(err, dragonboat.ErrTimeout) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// readIndexAttempt bounds one ReadIndex request.
+const readIndexAttempt = time.Second
+
+func readIndexOnce(ctx context.Context, nh *dragonboat.NodeHost, shardID uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, readIndexAttempt)
+	defer cancel()
 	rs, err := nh.ReadIndex(shardID, timeoutOf(ctx))
 	if err != nil {
 		return err
@@ -172,7 +202,7 @@ func ReadIndex(ctx context.Context, nh *dragonboat.NodeHost, shardID uint64) err
 		}
 		return dragonboat.ErrTimeout
 	case <-ctx.Done():
-		return ctx.Err()
+		return dragonboat.ErrTimeout
 	}
 }
 
@@ -181,6 +211,9 @@ func ReadIndex(ctx context.Context, nh *dragonboat.NodeHost, shardID uint64) err
 // lands in the log behind the compaction. It returns mvcc.ErrCompacted when
 // the shard is already compacted at or above rev.
 func (r *Replica) Compact(ctx context.Context, rev int64) error {
+	if err := r.checkLeader(); err != nil {
+		return err
+	}
 	if err := r.seq.WaitResolved(ctx, rev); err != nil {
 		return err
 	}

@@ -50,6 +50,7 @@ type Coordinator struct {
 	shards Shards
 	meta   MetaGroup
 	leases mvcc.LeaseChecker
+	peers  Peers
 	lg     *zap.Logger
 }
 
@@ -57,6 +58,10 @@ type Coordinator struct {
 func NewCoordinator(tso Revisions, cache *RangeCache, shards Shards, meta MetaGroup, leases mvcc.LeaseChecker, lg *zap.Logger) *Coordinator {
 	return &Coordinator{tso: tso, cache: cache, shards: shards, meta: meta, leases: leases, lg: lg}
 }
+
+// SetPeers lets the coordinator reach other members (to revoke a lease's
+// keys at their shard's leader). Call it before serving.
+func (c *Coordinator) SetPeers(p Peers) { c.peers = p }
 
 // LocalRevision returns the newest revision applied by this node's
 // replicas: cheap, not linearizable, for headers that carry no promise
@@ -123,6 +128,9 @@ func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnRespons
 	if IsTxnReadonly(r) {
 		return c.readTxn(ctx, rep, r, isTxnSerializable(r))
 	}
+	if err := c.syncLeases(ctx, r); err != nil {
+		return nil, err
+	}
 	var resp *pb.TxnResponse
 	err = Retry(ctx, func() error {
 		resp, err = rep.Write(ctx, r)
@@ -138,6 +146,33 @@ func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnRespons
 		return err
 	})
 	return resp, err
+}
+
+// syncLeases makes sure this node's meta replica knows of every lease r's
+// puts attach keys to, when it does not yet: the grant may have been
+// acknowledged by the meta leader before this replica applied it.
+func (c *Coordinator) syncLeases(ctx context.Context, r *pb.TxnRequest) error {
+	for _, id := range txnLeases(r, nil) {
+		if !c.leases.LeaseExists(id) {
+			return c.meta.Sync(ctx)
+		}
+	}
+	return nil
+}
+
+// txnLeases collects the leases that r's puts attach keys to.
+func txnLeases(r *pb.TxnRequest, ids []int64) []int64 {
+	for _, branch := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range branch {
+			if p := op.GetRequestPut(); p != nil && p.Lease != 0 {
+				ids = append(ids, p.Lease)
+			}
+			if t := op.GetRequestTxn(); t != nil {
+				ids = txnLeases(t, ids)
+			}
+		}
+	}
+	return ids
 }
 
 func (c *Coordinator) readTxn(ctx context.Context, rep *shard.Replica, r *pb.TxnRequest, serializable bool) (*pb.TxnResponse, error) {
@@ -219,8 +254,30 @@ func (c *Coordinator) HashKV(ctx context.Context, rev int64) (mvcc.KeyValueHash,
 }
 
 // RevokeLeaseKeys deletes every key attached to a lease, at one revision,
-// with DELETE events. The lease must already be gone from the meta group.
+// with DELETE events, at the leader of the shard that holds them (through
+// the Internal service when that is another member). The lease must already
+// be gone from the meta group.
 func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
+	return Retry(ctx, func() error {
+		err := c.RevokeLeaseKeysHere(ctx, lease)
+		leader := shard.LeaderElsewhere(err)
+		if leader == 0 || c.peers == nil {
+			return err
+		}
+		peer, err := c.peers.Internal(leader)
+		if err != nil {
+			return err
+		}
+		_, err = peer.RevokeLeaseKeys(ctx, &basaltpb.RevokeLeaseKeysRequest{Lease: lease})
+		return FromRemote(err)
+	})
+}
+
+// RevokeLeaseKeysHere is RevokeLeaseKeys on this node's replica, which must
+// lead its shard. It first waits until this node's meta replica has applied
+// the revocation, so that no write sequenced after it attaches a key to the
+// lease.
+func (c *Coordinator) RevokeLeaseKeysHere(ctx context.Context, lease int64) error {
 	reps, err := c.allReplicas()
 	if err != nil {
 		return err
@@ -228,6 +285,11 @@ func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
 	if len(reps) != 1 {
 		// One revision across shards needs a cross-shard transaction.
 		return &CrossShardError{Shards: shardIDs(reps)}
+	}
+	if c.leases.LeaseExists(lease) {
+		if err := c.meta.Sync(ctx); err != nil {
+			return err
+		}
 	}
 	return Retry(ctx, func() error {
 		_, err := reps[0].RevokeLease(ctx, lease)
@@ -238,14 +300,19 @@ func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
 	})
 }
 
-// LeaseKeys returns the keys attached to a lease, from every shard.
-func (c *Coordinator) LeaseKeys(lease int64) ([][]byte, error) {
+// LeaseKeys returns the keys attached to a lease, from every shard, after
+// each local replica caught up with its shard (a replica that does not lead
+// may not have applied a write acknowledged before the call).
+func (c *Coordinator) LeaseKeys(ctx context.Context, lease int64) ([][]byte, error) {
 	reps, err := c.allReplicas()
 	if err != nil {
 		return nil, err
 	}
 	var keys [][]byte
 	for _, rep := range reps {
+		if err := rep.Sync(ctx); err != nil {
+			return nil, err
+		}
 		k, err := rep.Shard().LeaseKeys(lease)
 		if err != nil {
 			return nil, err
@@ -378,7 +445,7 @@ var errRetryNow = errors.New("txncoord: retry")
 const RetryTimeout = 7 * time.Second
 
 // Retry runs f until it succeeds, fails with an error that is not
-// retryable (IsRetryable), ctx ends, or RetryTimeout passes since the first
+// retryable (IsRetryable) or names a leader elsewhere, ctx ends, or RetryTimeout passes since the first
 // failure; it backs off between retryable failures. A request that succeeds
 // at once pays for no timer.
 func Retry(ctx context.Context, f func() error) error {
@@ -391,6 +458,8 @@ func Retry(ctx context.Context, f func() error) error {
 			return nil
 		case errors.Is(err, errRetryNow):
 			continue
+		case shard.LeaderElsewhere(err) != 0:
+			return err // the caller sends the request to the leader
 		case !IsRetryable(err):
 			return err
 		}

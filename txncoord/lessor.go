@@ -307,7 +307,7 @@ func (l *Lessor) TimeToLive(ctx context.Context, id int64, keys bool) (*LeaseInf
 	}
 	info := &LeaseInfo{ID: id, TTL: int64(time.Until(exp).Seconds()), GrantedTTL: ls.Ttl}
 	if keys {
-		k, err := l.coord.LeaseKeys(id)
+		k, err := l.coord.LeaseKeys(ctx, id)
 		if err != nil {
 			return nil, err
 		}

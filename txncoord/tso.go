@@ -15,10 +15,12 @@ var ErrTSONotReady = errors.New("txncoord: timestamp oracle not ready")
 
 // MetaGroup is what the TSO needs of the meta group: a linearizable read of
 // its state, a confirmation that this node still leads it (a ReadIndex),
-// and a proposal that returns once applied.
+// a wait until this node's replica caught up (Sync), and a proposal that
+// returns once applied.
 type MetaGroup interface {
 	ReadState(ctx context.Context) (*basaltpb.MetaState, error)
 	ConfirmLeader(ctx context.Context) error
+	Sync(ctx context.Context) error
 	Propose(ctx context.Context, cmd *basaltpb.MetaCommand) error
 }
 
@@ -38,6 +40,7 @@ type TSO struct {
 
 	mu      sync.Mutex
 	ready   bool
+	stops   int // Stop calls, so that a Start overtaken by a Stop does not serve
 	next    int64
 	ceiling int64
 }
@@ -55,14 +58,24 @@ func NewTSO(meta MetaGroup, window int64) *TSO {
 }
 
 // Start loads the persisted ceiling and starts serving from it. Call it when
-// this node becomes the meta group's leader.
+// this node becomes the meta group's leader. It fails if this node does not
+// lead the group, or if Stop is called before it returns.
 func (t *TSO) Start(ctx context.Context) error {
+	t.mu.Lock()
+	stops := t.stops
+	t.mu.Unlock()
 	state, err := t.meta.ReadState(ctx)
 	if err != nil {
 		return err
 	}
+	if err := t.meta.ConfirmLeader(ctx); err != nil {
+		return err
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.stops != stops {
+		return ErrTSONotReady
+	}
 	t.next = max(state.TsoCeiling, 2)
 	t.ceiling = state.TsoCeiling
 	t.ready = true
@@ -73,6 +86,7 @@ func (t *TSO) Start(ctx context.Context) error {
 func (t *TSO) Stop() {
 	t.mu.Lock()
 	t.ready = false
+	t.stops++
 	t.mu.Unlock()
 }
 

@@ -42,6 +42,8 @@ func (m *memMeta) ConfirmLeader(context.Context) error {
 	return nil
 }
 
+func (m *memMeta) Sync(ctx context.Context) error { return m.ConfirmLeader(ctx) }
+
 func (m *memMeta) Propose(_ context.Context, c *basaltpb.MetaCommand) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -37,6 +37,8 @@ func run(args []string) error {
 		listenPeer      = fs.String("listen-peer-urls", "http://127.0.0.1:2380", "URL to listen on for peer (Raft) traffic")
 		advertisePeer   = fs.String("initial-advertise-peer-urls", "", "peer URL to advertise to the rest of the cluster (default: the listen URL)")
 		clusterToken    = fs.String("initial-cluster-token", "etcd-cluster", "initial cluster token")
+		initialCluster  = fs.String("initial-cluster", "", "initial cluster configuration for bootstrapping: name=peer-url,... (default: this member alone)")
+		clusterState    = fs.String("initial-cluster-state", "new", "initial cluster state: new or existing")
 		heartbeat       = fs.Int("heartbeat-interval", 100, "time (in milliseconds) of a heartbeat interval")
 		election        = fs.Int("election-timeout", 1000, "time (in milliseconds) for an election to timeout")
 		maxRequestBytes = fs.Int("max-request-bytes", 1536*1024, "maximum client request size in bytes the server will accept")
@@ -74,6 +76,8 @@ func run(args []string) error {
 		ListenPeerURL:       *listenPeer,
 		AdvertisePeerURL:    *advertisePeer,
 		ClusterToken:        *clusterToken,
+		InitialCluster:      *initialCluster,
+		InitialClusterState: *clusterState,
 		HeartbeatInterval:   time.Duration(*heartbeat) * time.Millisecond,
 		ElectionTimeout:     time.Duration(*election) * time.Millisecond,
 		MaxRequestBytes:     *maxRequestBytes,

@@ -7,14 +7,18 @@ import (
 	"hash/fnv"
 	"net"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.uber.org/zap"
 
 	"github.com/basaltdb/basalt/internal/logging"
 	"github.com/basaltdb/basalt/placement"
+	"github.com/basaltdb/basalt/proto/basaltpb"
 	"github.com/basaltdb/basalt/router"
 	"github.com/basaltdb/basalt/shard"
 	"github.com/basaltdb/basalt/txncoord"
@@ -44,7 +48,15 @@ type Config struct {
 	// LeaseCheckpointInterval is how often the remaining TTLs of leases
 	// are recorded (etcd's --experimental-lease-checkpoint-interval).
 	LeaseCheckpointInterval time.Duration
-	Logger                  *zap.Logger
+	// InitialCluster is etcd's --initial-cluster: name=peer-url for every
+	// member of a new cluster (default: this node alone).
+	InitialCluster string
+	// InitialClusterState is etcd's --initial-cluster-state: "new" or
+	// "existing".
+	InitialClusterState string
+	// TransportFactory replaces the Raft transport (tests inject faults).
+	TransportFactory config.TransportFactory
+	Logger           *zap.Logger
 }
 
 // Validate checks the config and fills in etcd's defaults.
@@ -69,6 +81,16 @@ func (c *Config) Validate() error {
 	}
 	if c.ClusterToken == "" {
 		c.ClusterToken = "etcd-cluster"
+	}
+	if c.InitialCluster == "" {
+		c.InitialCluster = c.Name + "=" + c.AdvertisePeerURL
+	}
+	switch c.InitialClusterState {
+	case "":
+		c.InitialClusterState = "new"
+	case "new", "existing":
+	default:
+		return fmt.Errorf("node: --initial-cluster-state must be new or existing, not %q", c.InitialClusterState)
 	}
 	for _, u := range append(append([]string{}, c.ListenClientURLs...), c.ListenPeerURL, c.AdvertisePeerURL) {
 		if _, err := hostPort(u); err != nil {
@@ -103,6 +125,7 @@ type Node struct {
 	host      *placement.Host
 	tso       *txncoord.TSO
 	tsoClient *txncoord.TSOClient
+	peers     *router.Peers
 	coord     *txncoord.Coordinator
 	lessor    *txncoord.Lessor
 	hub       *watchfanout.Hub
@@ -119,6 +142,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	logging.RouteDragonboat(cfg.Logger)
 	raftListen, _ := hostPort(cfg.ListenPeerURL)
 	raftAddr, _ := hostPort(cfg.AdvertisePeerURL)
+	initial, err := parseInitialCluster(cfg.InitialCluster, cfg.ClusterToken)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(initial, func(m *basaltpb.Member) bool { return m.Name == cfg.Name })
+	if i < 0 {
+		return nil, fmt.Errorf("node: couldn't find local name %q in the initial cluster configuration", cfg.Name)
+	}
+	if !slices.Contains(initial[i].PeerUrls, cfg.AdvertisePeerURL) {
+		return nil, fmt.Errorf("node: --initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s",
+			cfg.Name, strings.Join(initial[i].PeerUrls, ","), cfg.AdvertisePeerURL)
+	}
 	n := &Node{cfg: cfg, lg: cfg.Logger}
 	defer func() {
 		if err != nil {
@@ -131,6 +166,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		RaftAddress:       raftAddr,
 		ListenAddress:     raftListen,
 		ClusterToken:      cfg.ClusterToken,
+		MemberID:          initial[i].Id,
+		InitialCluster:    initial,
+		TransportFactory:  cfg.TransportFactory,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ElectionTimeout:   cfg.ElectionTimeout,
 		Logger:            cfg.Logger,
@@ -138,15 +176,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if !n.host.HasMeta() {
+		// Joining a running cluster (--initial-cluster-state existing, after
+		// MemberAdd) is not supported yet.
+		return nil, fmt.Errorf("node: member %x holds no replica of the cluster's groups; joining a running cluster is not supported yet", initial[i].Id)
+	}
 	if err = n.host.Bootstrap(ctx); err != nil {
 		return nil, err
 	}
+	n.peers = router.NewPeers(func() []*basaltpb.Member { return n.host.Meta().State().Members })
 	n.tso = txncoord.NewTSO(n.host.MetaGroup(), 0)
 	n.host.OnLeaderChange(n.metaLeaderChanged)
-	if err = n.tso.Start(ctx); err != nil {
-		return nil, fmt.Errorf("node: start TSO: %w", err)
-	}
-	n.tsoClient = txncoord.NewTSOClient(n.tso)
+	n.tsoClient = txncoord.NewTSOClient(txncoord.NewRoutedTSO(n.tso, n.host.ReplicaID(), n.metaLeader, n.peers))
 	if err = n.host.StartDataShards(ctx, n.tsoClient, n.host.Meta()); err != nil {
 		return nil, err
 	}
@@ -155,6 +196,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCache(state.Shards), n.host, n.host.MetaGroup(), n.host.Meta(), cfg.Logger)
+	n.coord.SetPeers(n.peers)
 	var sources []watchfanout.Source
 	for _, r := range n.host.Replicas() {
 		sources = append(sources, r)
@@ -165,12 +207,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CheckpointInterval: cfg.LeaseCheckpointInterval,
 		Logger:             cfg.Logger,
 	}, n.host.MetaGroup(), n.host.Meta(), n.coord)
-	if err = n.lessor.Promote(ctx); err != nil {
-		return nil, fmt.Errorf("node: start lessor: %w", err)
+	// The TSO and the lessor serve where the meta group's leader is; its
+	// election may have been reported before the watcher was registered.
+	if n.metaLeader() == n.host.ReplicaID() {
+		if err = n.tso.Start(ctx); err != nil {
+			return nil, fmt.Errorf("node: start TSO: %w", err)
+		}
+		if err = n.lessor.Promote(ctx); err != nil {
+			return nil, fmt.Errorf("node: start lessor: %w", err)
+		}
 	}
 
 	n.member = &pb.Member{
-		ID:         memberID(cfg.ClusterToken, cfg.Name, cfg.AdvertisePeerURL),
+		ID:         initial[i].Id,
 		Name:       cfg.Name,
 		PeerURLs:   []string{cfg.AdvertisePeerURL},
 		ClientURLs: cfg.AdvertiseClientURLs,
@@ -186,6 +235,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.server, err = router.New(router.Config{
 		ClusterID:       clusterID(cfg.ClusterToken),
 		Member:          n.member,
+		Members:         func() []*basaltpb.Member { return n.host.Meta().State().Members },
+		Peers:           n.peers,
+		MetaLeader:      n.metaLeader,
+		TSO:             n.tso,
+		MoveLeader:      n.moveLeader,
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		MaxTxnOps:       cfg.MaxTxnOps,
 		Status:          n.status,
@@ -204,8 +258,53 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.lg.Info("ready-to-serve", zap.String("name", cfg.Name), zap.Strings("client-urls", cfg.ListenClientURLs), zap.String("data-dir", cfg.DataDir))
+	// Publish this member's name and client URLs: other members forward
+	// requests to them, and MemberList shows them.
+	self := &basaltpb.Member{Id: n.member.ID, Name: cfg.Name, PeerUrls: n.member.PeerURLs, ClientUrls: cfg.AdvertiseClientURLs}
+	if err := txncoord.Retry(ctx, func() error {
+		return n.host.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutMember{PutMember: &basaltpb.PutMember{Member: self}}})
+	}); err != nil {
+		return nil, fmt.Errorf("node: publish member: %w", err)
+	}
+	n.lg.Info("ready-to-serve", zap.String("name", cfg.Name), zap.String("member-id", fmt.Sprintf("%x", n.member.ID)), zap.Strings("client-urls", cfg.ListenClientURLs), zap.String("data-dir", cfg.DataDir))
 	return n, nil
+}
+
+// metaLeader returns the member that leads the meta group (0 when unknown).
+func (n *Node) metaLeader() uint64 {
+	leader, _ := n.host.Leader(shard.MetaShardID)
+	return leader
+}
+
+// moveLeader hands the leadership of every group this node leads to target
+// and waits until the data shard's leader moved.
+func (n *Node) moveLeader(ctx context.Context, target uint64) error {
+	groups := []uint64{shard.MetaShardID}
+	for _, r := range n.host.Replicas() {
+		groups = append(groups, r.ShardID())
+	}
+	var moved []uint64
+	for _, g := range groups {
+		if leader, _ := n.host.Leader(g); leader == n.host.ReplicaID() {
+			if err := n.host.TransferLeader(g, target); err != nil {
+				return err
+			}
+			moved = append(moved, g)
+		}
+	}
+	for _, g := range moved {
+		for {
+			if leader, _ := n.host.Leader(g); leader == target {
+				break
+			}
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
 }
 
 // selfEndpoint is the URL this node reaches itself on through a listener.
@@ -233,12 +332,22 @@ func (n *Node) metaLeaderChanged(info raftio.LeaderInfo) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := n.tso.Start(ctx); err != nil {
+		// A new leader serves reads only once it committed an entry of its
+		// term: until then, the ReadIndex under Start is dropped.
+		start := func(f func(context.Context) error) error {
+			return txncoord.Retry(ctx, func() error {
+				if !n.IsMetaLeader() {
+					return nil // a later change starts them where they belong
+				}
+				return f(ctx)
+			})
+		}
+		if err := start(n.tso.Start); err != nil {
 			n.lg.Warn("start-tso", zap.Error(err))
 			return
 		}
 		if n.lessor != nil {
-			if err := n.lessor.Promote(ctx); err != nil {
+			if err := start(n.lessor.Promote); err != nil {
 				n.lg.Warn("start-lessor", zap.Error(err))
 			}
 		}
@@ -281,6 +390,9 @@ func (n *Node) Stop() {
 	if n.tsoClient != nil {
 		n.tsoClient.Close()
 	}
+	if n.peers != nil {
+		n.peers.Close()
+	}
 	if n.host != nil {
 		n.host.Close()
 	}
@@ -305,21 +417,12 @@ func (n *Node) raftTerm() uint64 {
 func (n *Node) status() router.NodeStatus {
 	st := router.NodeStatus{DBSize: n.host.Store().DiskSize()}
 	if rep := n.dataReplica(); rep != nil {
-		leader, term := rep.Leader()
-		st.RaftTerm = term
+		// Replica ids are member ids.
+		st.Leader, st.RaftTerm = rep.Leader()
 		st.RaftIndex = rep.Shard().AppliedIndex()
 		st.RaftAppliedIndex = st.RaftIndex
-		if leader == n.host.ReplicaID() {
-			st.Leader = n.member.ID
-		}
 	}
 	return st
-}
-
-// memberID derives a stable member id from the cluster token, the name and
-// the peer URL.
-func memberID(token, name, peerURL string) uint64 {
-	return fnv64(token + "\x00" + name + "\x00" + peerURL)
 }
 
 // clusterID derives the cluster id from the cluster token.
@@ -329,4 +432,16 @@ func fnv64(s string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(s))
 	return h.Sum64()
+}
+
+// MemberID returns the node's member id.
+func (n *Node) MemberID() uint64 { return n.host.ReplicaID() }
+
+// IsMetaLeader tells whether this node leads the meta group.
+func (n *Node) IsMetaLeader() bool { return n.metaLeader() == n.host.ReplicaID() }
+
+// IsDataLeader tells whether this node leads a data shard.
+func (n *Node) IsDataLeader() bool {
+	rep := n.dataReplica()
+	return rep != nil && rep.IsLeader()
 }

@@ -41,8 +41,9 @@ const (
 	ErrorCode_FUTURE_REVISION ErrorCode = 4
 	ErrorCode_COMPACTED       ErrorCode = 5
 	// The transaction's chosen branch changed nothing; its revision is unused.
-	ErrorCode_NO_WRITE     ErrorCode = 6
-	ErrorCode_LEASE_EXISTS ErrorCode = 7
+	ErrorCode_NO_WRITE         ErrorCode = 6
+	ErrorCode_LEASE_EXISTS     ErrorCode = 7
+	ErrorCode_MEMBER_NOT_FOUND ErrorCode = 8
 )
 
 // Enum value maps for ErrorCode.
@@ -56,16 +57,18 @@ var (
 		5: "COMPACTED",
 		6: "NO_WRITE",
 		7: "LEASE_EXISTS",
+		8: "MEMBER_NOT_FOUND",
 	}
 	ErrorCode_value = map[string]int32{
-		"OK":              0,
-		"STALE_REVISION":  1,
-		"KEY_NOT_FOUND":   2,
-		"LEASE_NOT_FOUND": 3,
-		"FUTURE_REVISION": 4,
-		"COMPACTED":       5,
-		"NO_WRITE":        6,
-		"LEASE_EXISTS":    7,
+		"OK":               0,
+		"STALE_REVISION":   1,
+		"KEY_NOT_FOUND":    2,
+		"LEASE_NOT_FOUND":  3,
+		"FUTURE_REVISION":  4,
+		"COMPACTED":        5,
+		"NO_WRITE":         6,
+		"LEASE_EXISTS":     7,
+		"MEMBER_NOT_FOUND": 8,
 	}
 )
 
@@ -103,6 +106,7 @@ type DataCommand struct {
 	//
 	//	*DataCommand_WriteBatch
 	//	*DataCommand_Compact
+	//	*DataCommand_Resolved
 	Command       isDataCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -163,6 +167,15 @@ func (x *DataCommand) GetCompact() *CompactCommand {
 	return nil
 }
 
+func (x *DataCommand) GetResolved() *ResolvedCommand {
+	if x != nil {
+		if x, ok := x.Command.(*DataCommand_Resolved); ok {
+			return x.Resolved
+		}
+	}
+	return nil
+}
+
 type isDataCommand_Command interface {
 	isDataCommand_Command()
 }
@@ -175,9 +188,15 @@ type DataCommand_Compact struct {
 	Compact *CompactCommand `protobuf:"bytes,2,opt,name=compact,proto3,oneof"`
 }
 
+type DataCommand_Resolved struct {
+	Resolved *ResolvedCommand `protobuf:"bytes,3,opt,name=resolved,proto3,oneof"`
+}
+
 func (*DataCommand_WriteBatch) isDataCommand_Command() {}
 
 func (*DataCommand_Compact) isDataCommand_Command() {}
+
+func (*DataCommand_Resolved) isDataCommand_Command() {}
 
 // WriteBatch is the set of writes one sequencer batch proposes as one Raft
 // entry. Writes are applied in order; their revisions increase.
@@ -325,6 +344,54 @@ func (x *CompactCommand) GetRevision() int64 {
 	return 0
 }
 
+// ResolvedCommand carries the leader's resolved revision to the followers'
+// watchers: every write of the shard at or below revision is in the log
+// before this entry. An idle leader proposes one when its resolved revision
+// advances without writes.
+type ResolvedCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolvedCommand) Reset() {
+	*x = ResolvedCommand{}
+	mi := &file_basalt_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolvedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolvedCommand) ProtoMessage() {}
+
+func (x *ResolvedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolvedCommand.ProtoReflect.Descriptor instead.
+func (*ResolvedCommand) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResolvedCommand) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // CompactResult answers a CompactCommand.
 type CompactResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -335,7 +402,7 @@ type CompactResult struct {
 
 func (x *CompactResult) Reset() {
 	*x = CompactResult{}
-	mi := &file_basalt_proto_msgTypes[4]
+	mi := &file_basalt_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +414,7 @@ func (x *CompactResult) String() string {
 func (*CompactResult) ProtoMessage() {}
 
 func (x *CompactResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[4]
+	mi := &file_basalt_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +427,7 @@ func (x *CompactResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResult.ProtoReflect.Descriptor instead.
 func (*CompactResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{4}
+	return file_basalt_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CompactResult) GetError() ErrorCode {
@@ -381,6 +448,8 @@ type MetaCommand struct {
 	//	*MetaCommand_LeaseGrant
 	//	*MetaCommand_LeaseRevoke
 	//	*MetaCommand_LeaseCheckpoint
+	//	*MetaCommand_PutMember
+	//	*MetaCommand_RemoveMember
 	Command       isMetaCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -388,7 +457,7 @@ type MetaCommand struct {
 
 func (x *MetaCommand) Reset() {
 	*x = MetaCommand{}
-	mi := &file_basalt_proto_msgTypes[5]
+	mi := &file_basalt_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +469,7 @@ func (x *MetaCommand) String() string {
 func (*MetaCommand) ProtoMessage() {}
 
 func (x *MetaCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[5]
+	mi := &file_basalt_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +482,7 @@ func (x *MetaCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommand.ProtoReflect.Descriptor instead.
 func (*MetaCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{5}
+	return file_basalt_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MetaCommand) GetCommand() isMetaCommand_Command {
@@ -477,6 +546,24 @@ func (x *MetaCommand) GetLeaseCheckpoint() *LeaseCheckpoint {
 	return nil
 }
 
+func (x *MetaCommand) GetPutMember() *PutMember {
+	if x != nil {
+		if x, ok := x.Command.(*MetaCommand_PutMember); ok {
+			return x.PutMember
+		}
+	}
+	return nil
+}
+
+func (x *MetaCommand) GetRemoveMember() *RemoveMember {
+	if x != nil {
+		if x, ok := x.Command.(*MetaCommand_RemoveMember); ok {
+			return x.RemoveMember
+		}
+	}
+	return nil
+}
+
 type isMetaCommand_Command interface {
 	isMetaCommand_Command()
 }
@@ -505,6 +592,14 @@ type MetaCommand_LeaseCheckpoint struct {
 	LeaseCheckpoint *LeaseCheckpoint `protobuf:"bytes,6,opt,name=lease_checkpoint,json=leaseCheckpoint,proto3,oneof"`
 }
 
+type MetaCommand_PutMember struct {
+	PutMember *PutMember `protobuf:"bytes,7,opt,name=put_member,json=putMember,proto3,oneof"`
+}
+
+type MetaCommand_RemoveMember struct {
+	RemoveMember *RemoveMember `protobuf:"bytes,8,opt,name=remove_member,json=removeMember,proto3,oneof"`
+}
+
 func (*MetaCommand_SetTsoCeiling) isMetaCommand_Command() {}
 
 func (*MetaCommand_PutShard) isMetaCommand_Command() {}
@@ -517,6 +612,10 @@ func (*MetaCommand_LeaseRevoke) isMetaCommand_Command() {}
 
 func (*MetaCommand_LeaseCheckpoint) isMetaCommand_Command() {}
 
+func (*MetaCommand_PutMember) isMetaCommand_Command() {}
+
+func (*MetaCommand_RemoveMember) isMetaCommand_Command() {}
+
 // SetTSOCeiling persists the TSO's ceiling: no revision at or above it has
 // been handed out. A new TSO leader starts allocating at the ceiling.
 type SetTSOCeiling struct {
@@ -528,7 +627,7 @@ type SetTSOCeiling struct {
 
 func (x *SetTSOCeiling) Reset() {
 	*x = SetTSOCeiling{}
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +639,7 @@ func (x *SetTSOCeiling) String() string {
 func (*SetTSOCeiling) ProtoMessage() {}
 
 func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +652,7 @@ func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTSOCeiling.ProtoReflect.Descriptor instead.
 func (*SetTSOCeiling) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{6}
+	return file_basalt_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetTSOCeiling) GetCeiling() int64 {
@@ -580,7 +679,7 @@ type ShardDescriptor struct {
 
 func (x *ShardDescriptor) Reset() {
 	*x = ShardDescriptor{}
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +691,7 @@ func (x *ShardDescriptor) String() string {
 func (*ShardDescriptor) ProtoMessage() {}
 
 func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +704,7 @@ func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardDescriptor.ProtoReflect.Descriptor instead.
 func (*ShardDescriptor) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{7}
+	return file_basalt_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ShardDescriptor) GetShardId() uint64 {
@@ -653,7 +752,7 @@ type PutShard struct {
 
 func (x *PutShard) Reset() {
 	*x = PutShard{}
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +764,7 @@ func (x *PutShard) String() string {
 func (*PutShard) ProtoMessage() {}
 
 func (x *PutShard) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +777,7 @@ func (x *PutShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShard.ProtoReflect.Descriptor instead.
 func (*PutShard) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{8}
+	return file_basalt_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PutShard) GetShard() *ShardDescriptor {
@@ -703,7 +802,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +814,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +827,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{9}
+	return file_basalt_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Lease) GetId() int64 {
@@ -763,7 +862,7 @@ type LeaseGrant struct {
 
 func (x *LeaseGrant) Reset() {
 	*x = LeaseGrant{}
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +874,7 @@ func (x *LeaseGrant) String() string {
 func (*LeaseGrant) ProtoMessage() {}
 
 func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +887,7 @@ func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
 func (*LeaseGrant) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{10}
+	return file_basalt_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaseGrant) GetId() int64 {
@@ -815,7 +914,7 @@ type LeaseRevoke struct {
 
 func (x *LeaseRevoke) Reset() {
 	*x = LeaseRevoke{}
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +926,7 @@ func (x *LeaseRevoke) String() string {
 func (*LeaseRevoke) ProtoMessage() {}
 
 func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +939,7 @@ func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevoke.ProtoReflect.Descriptor instead.
 func (*LeaseRevoke) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{11}
+	return file_basalt_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaseRevoke) GetId() int64 {
@@ -862,7 +961,7 @@ type LeaseCheckpoint struct {
 
 func (x *LeaseCheckpoint) Reset() {
 	*x = LeaseCheckpoint{}
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +973,7 @@ func (x *LeaseCheckpoint) String() string {
 func (*LeaseCheckpoint) ProtoMessage() {}
 
 func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +986,7 @@ func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
 func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{12}
+	return file_basalt_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LeaseCheckpoint) GetLeases() []*Lease {
@@ -907,7 +1006,7 @@ type MetaResult struct {
 
 func (x *MetaResult) Reset() {
 	*x = MetaResult{}
-	mi := &file_basalt_proto_msgTypes[13]
+	mi := &file_basalt_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1018,7 @@ func (x *MetaResult) String() string {
 func (*MetaResult) ProtoMessage() {}
 
 func (x *MetaResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[13]
+	mi := &file_basalt_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1031,7 @@ func (x *MetaResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaResult.ProtoReflect.Descriptor instead.
 func (*MetaResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{13}
+	return file_basalt_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MetaResult) GetError() ErrorCode {
@@ -952,7 +1051,7 @@ type RecordCompaction struct {
 
 func (x *RecordCompaction) Reset() {
 	*x = RecordCompaction{}
-	mi := &file_basalt_proto_msgTypes[14]
+	mi := &file_basalt_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1063,7 @@ func (x *RecordCompaction) String() string {
 func (*RecordCompaction) ProtoMessage() {}
 
 func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[14]
+	mi := &file_basalt_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,12 +1076,183 @@ func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCompaction.ProtoReflect.Descriptor instead.
 func (*RecordCompaction) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{14}
+	return file_basalt_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RecordCompaction) GetRevision() int64 {
 	if x != nil {
 		return x.Revision
+	}
+	return 0
+}
+
+// Member is a node of the cluster, as etcd's Cluster API shows it. Its id is
+// also its replica id in every Raft group it holds a replica of.
+type Member struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// name and client_urls are empty until the node has started and
+	// published them.
+	Name          string   `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PeerUrls      []string `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	ClientUrls    []string `protobuf:"bytes,4,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	IsLearner     bool     `protobuf:"varint,5,opt,name=is_learner,json=isLearner,proto3" json:"is_learner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_basalt_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Member) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+func (x *Member) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
+}
+
+func (x *Member) GetIsLearner() bool {
+	if x != nil {
+		return x.IsLearner
+	}
+	return false
+}
+
+// PutMember creates or replaces a member of the registry.
+type PutMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutMember) Reset() {
+	*x = PutMember{}
+	mi := &file_basalt_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutMember) ProtoMessage() {}
+
+func (x *PutMember) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutMember.ProtoReflect.Descriptor instead.
+func (*PutMember) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PutMember) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+// RemoveMember removes a member from the registry; its id is never used
+// again.
+type RemoveMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMember) Reset() {
+	*x = RemoveMember{}
+	mi := &file_basalt_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMember) ProtoMessage() {}
+
+func (x *RemoveMember) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
+func (*RemoveMember) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RemoveMember) GetId() uint64 {
+	if x != nil {
+		return x.Id
 	}
 	return 0
 }
@@ -993,13 +1263,17 @@ type MetaState struct {
 	TsoCeiling      int64                  `protobuf:"varint,1,opt,name=tso_ceiling,json=tsoCeiling,proto3" json:"tso_ceiling,omitempty"`
 	CompactRevision int64                  `protobuf:"varint,2,opt,name=compact_revision,json=compactRevision,proto3" json:"compact_revision,omitempty"`
 	Shards          []*ShardDescriptor     `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// members is the node registry, by id.
+	Members []*Member `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// removed_members are ids that were removed and must not come back.
+	RemovedMembers []uint64 `protobuf:"varint,5,rep,packed,name=removed_members,json=removedMembers,proto3" json:"removed_members,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MetaState) Reset() {
 	*x = MetaState{}
-	mi := &file_basalt_proto_msgTypes[15]
+	mi := &file_basalt_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1285,7 @@ func (x *MetaState) String() string {
 func (*MetaState) ProtoMessage() {}
 
 func (x *MetaState) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[15]
+	mi := &file_basalt_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1298,7 @@ func (x *MetaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaState.ProtoReflect.Descriptor instead.
 func (*MetaState) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{15}
+	return file_basalt_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MetaState) GetTsoCeiling() int64 {
@@ -1048,15 +1322,278 @@ func (x *MetaState) GetShards() []*ShardDescriptor {
 	return nil
 }
 
+func (x *MetaState) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *MetaState) GetRemovedMembers() []uint64 {
+	if x != nil {
+		return x.RemovedMembers
+	}
+	return nil
+}
+
+type AllocateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         int64                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateRequest) Reset() {
+	*x = AllocateRequest{}
+	mi := &file_basalt_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateRequest) ProtoMessage() {}
+
+func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
+func (*AllocateRequest) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AllocateRequest) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type AllocateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	First         int64                  `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateResponse) Reset() {
+	*x = AllocateResponse{}
+	mi := &file_basalt_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateResponse) ProtoMessage() {}
+
+func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateResponse.ProtoReflect.Descriptor instead.
+func (*AllocateResponse) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AllocateResponse) GetFirst() int64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+type CurrentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentRequest) Reset() {
+	*x = CurrentRequest{}
+	mi := &file_basalt_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentRequest) ProtoMessage() {}
+
+func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentRequest.ProtoReflect.Descriptor instead.
+func (*CurrentRequest) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{22}
+}
+
+type CurrentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrentResponse) Reset() {
+	*x = CurrentResponse{}
+	mi := &file_basalt_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrentResponse) ProtoMessage() {}
+
+func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrentResponse.ProtoReflect.Descriptor instead.
+func (*CurrentResponse) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CurrentResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type RevokeLeaseKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         int64                  `protobuf:"varint,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeLeaseKeysRequest) Reset() {
+	*x = RevokeLeaseKeysRequest{}
+	mi := &file_basalt_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeLeaseKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeLeaseKeysRequest) ProtoMessage() {}
+
+func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeLeaseKeysRequest.ProtoReflect.Descriptor instead.
+func (*RevokeLeaseKeysRequest) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RevokeLeaseKeysRequest) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type RevokeLeaseKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeLeaseKeysResponse) Reset() {
+	*x = RevokeLeaseKeysResponse{}
+	mi := &file_basalt_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeLeaseKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeLeaseKeysResponse) ProtoMessage() {}
+
+func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeLeaseKeysResponse.ProtoReflect.Descriptor instead.
+func (*RevokeLeaseKeysResponse) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{25}
+}
+
 var File_basalt_proto protoreflect.FileDescriptor
 
 const file_basalt_proto_rawDesc = "" +
 	"\n" +
-	"\fbasalt.proto\x12\x06basalt\"\x83\x01\n" +
+	"\fbasalt.proto\x12\x06basalt\"\xba\x01\n" +
 	"\vDataCommand\x125\n" +
 	"\vwrite_batch\x18\x01 \x01(\v2\x12.basalt.WriteBatchH\x00R\n" +
 	"writeBatch\x122\n" +
-	"\acompact\x18\x02 \x01(\v2\x16.basalt.CompactCommandH\x00R\acompactB\t\n" +
+	"\acompact\x18\x02 \x01(\v2\x16.basalt.CompactCommandH\x00R\acompact\x125\n" +
+	"\bresolved\x18\x03 \x01(\v2\x17.basalt.ResolvedCommandH\x00R\bresolvedB\t\n" +
 	"\acommand\"3\n" +
 	"\n" +
 	"WriteBatch\x12%\n" +
@@ -1065,9 +1602,11 @@ const file_basalt_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x10\n" +
 	"\x03txn\x18\x02 \x01(\fR\x03txn\",\n" +
 	"\x0eCompactCommand\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"-\n" +
+	"\x0fResolvedCommand\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"8\n" +
 	"\rCompactResult\x12'\n" +
-	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\"\x8a\x03\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\"\xfb\x03\n" +
 	"\vMetaCommand\x12?\n" +
 	"\x0fset_tso_ceiling\x18\x01 \x01(\v2\x15.basalt.SetTSOCeilingH\x00R\rsetTsoCeiling\x12/\n" +
 	"\tput_shard\x18\x02 \x01(\v2\x10.basalt.PutShardH\x00R\bputShard\x12G\n" +
@@ -1075,7 +1614,10 @@ const file_basalt_proto_rawDesc = "" +
 	"\vlease_grant\x18\x04 \x01(\v2\x12.basalt.LeaseGrantH\x00R\n" +
 	"leaseGrant\x128\n" +
 	"\flease_revoke\x18\x05 \x01(\v2\x13.basalt.LeaseRevokeH\x00R\vleaseRevoke\x12D\n" +
-	"\x10lease_checkpoint\x18\x06 \x01(\v2\x17.basalt.LeaseCheckpointH\x00R\x0fleaseCheckpointB\t\n" +
+	"\x10lease_checkpoint\x18\x06 \x01(\v2\x17.basalt.LeaseCheckpointH\x00R\x0fleaseCheckpoint\x122\n" +
+	"\n" +
+	"put_member\x18\a \x01(\v2\x11.basalt.PutMemberH\x00R\tputMember\x12;\n" +
+	"\rremove_member\x18\b \x01(\v2\x14.basalt.RemoveMemberH\x00R\fremoveMemberB\t\n" +
 	"\acommand\")\n" +
 	"\rSetTSOCeiling\x12\x18\n" +
 	"\aceiling\x18\x01 \x01(\x03R\aceiling\"\xea\x01\n" +
@@ -1106,12 +1648,36 @@ const file_basalt_proto_rawDesc = "" +
 	"MetaResult\x12'\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\".\n" +
 	"\x10RecordCompaction\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\x88\x01\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\x89\x01\n" +
+	"\x06Member\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_urls\x18\x03 \x03(\tR\bpeerUrls\x12\x1f\n" +
+	"\vclient_urls\x18\x04 \x03(\tR\n" +
+	"clientUrls\x12\x1d\n" +
+	"\n" +
+	"is_learner\x18\x05 \x01(\bR\tisLearner\"3\n" +
+	"\tPutMember\x12&\n" +
+	"\x06member\x18\x01 \x01(\v2\x0e.basalt.MemberR\x06member\"\x1e\n" +
+	"\fRemoveMember\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\xdb\x01\n" +
 	"\tMetaState\x12\x1f\n" +
 	"\vtso_ceiling\x18\x01 \x01(\x03R\n" +
 	"tsoCeiling\x12)\n" +
 	"\x10compact_revision\x18\x02 \x01(\x03R\x0fcompactRevision\x12/\n" +
-	"\x06shards\x18\x03 \x03(\v2\x17.basalt.ShardDescriptorR\x06shards*\x93\x01\n" +
+	"\x06shards\x18\x03 \x03(\v2\x17.basalt.ShardDescriptorR\x06shards\x12(\n" +
+	"\amembers\x18\x04 \x03(\v2\x0e.basalt.MemberR\amembers\x12'\n" +
+	"\x0fremoved_members\x18\x05 \x03(\x04R\x0eremovedMembers\"'\n" +
+	"\x0fAllocateRequest\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\"(\n" +
+	"\x10AllocateResponse\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\x03R\x05first\"\x10\n" +
+	"\x0eCurrentRequest\"-\n" +
+	"\x0fCurrentResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\".\n" +
+	"\x16RevokeLeaseKeysRequest\x12\x14\n" +
+	"\x05lease\x18\x01 \x01(\x03R\x05lease\"\x19\n" +
+	"\x17RevokeLeaseKeysResponse*\xa9\x01\n" +
 	"\tErrorCode\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x12\n" +
 	"\x0eSTALE_REVISION\x10\x01\x12\x11\n" +
@@ -1120,7 +1686,12 @@ const file_basalt_proto_rawDesc = "" +
 	"\x0fFUTURE_REVISION\x10\x04\x12\r\n" +
 	"\tCOMPACTED\x10\x05\x12\f\n" +
 	"\bNO_WRITE\x10\x06\x12\x10\n" +
-	"\fLEASE_EXISTS\x10\aB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
+	"\fLEASE_EXISTS\x10\a\x12\x14\n" +
+	"\x10MEMBER_NOT_FOUND\x10\b2\xd9\x01\n" +
+	"\bInternal\x12=\n" +
+	"\bAllocate\x12\x17.basalt.AllocateRequest\x1a\x18.basalt.AllocateResponse\x12:\n" +
+	"\aCurrent\x12\x16.basalt.CurrentRequest\x1a\x17.basalt.CurrentResponse\x12R\n" +
+	"\x0fRevokeLeaseKeys\x12\x1e.basalt.RevokeLeaseKeysRequest\x1a\x1f.basalt.RevokeLeaseKeysResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
 
 var (
 	file_basalt_proto_rawDescOnce sync.Once
@@ -1135,48 +1706,69 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_basalt_proto_goTypes = []any{
-	(ErrorCode)(0),           // 0: basalt.ErrorCode
-	(*DataCommand)(nil),      // 1: basalt.DataCommand
-	(*WriteBatch)(nil),       // 2: basalt.WriteBatch
-	(*Write)(nil),            // 3: basalt.Write
-	(*CompactCommand)(nil),   // 4: basalt.CompactCommand
-	(*CompactResult)(nil),    // 5: basalt.CompactResult
-	(*MetaCommand)(nil),      // 6: basalt.MetaCommand
-	(*SetTSOCeiling)(nil),    // 7: basalt.SetTSOCeiling
-	(*ShardDescriptor)(nil),  // 8: basalt.ShardDescriptor
-	(*PutShard)(nil),         // 9: basalt.PutShard
-	(*Lease)(nil),            // 10: basalt.Lease
-	(*LeaseGrant)(nil),       // 11: basalt.LeaseGrant
-	(*LeaseRevoke)(nil),      // 12: basalt.LeaseRevoke
-	(*LeaseCheckpoint)(nil),  // 13: basalt.LeaseCheckpoint
-	(*MetaResult)(nil),       // 14: basalt.MetaResult
-	(*RecordCompaction)(nil), // 15: basalt.RecordCompaction
-	(*MetaState)(nil),        // 16: basalt.MetaState
-	nil,                      // 17: basalt.ShardDescriptor.ReplicasEntry
+	(ErrorCode)(0),                  // 0: basalt.ErrorCode
+	(*DataCommand)(nil),             // 1: basalt.DataCommand
+	(*WriteBatch)(nil),              // 2: basalt.WriteBatch
+	(*Write)(nil),                   // 3: basalt.Write
+	(*CompactCommand)(nil),          // 4: basalt.CompactCommand
+	(*ResolvedCommand)(nil),         // 5: basalt.ResolvedCommand
+	(*CompactResult)(nil),           // 6: basalt.CompactResult
+	(*MetaCommand)(nil),             // 7: basalt.MetaCommand
+	(*SetTSOCeiling)(nil),           // 8: basalt.SetTSOCeiling
+	(*ShardDescriptor)(nil),         // 9: basalt.ShardDescriptor
+	(*PutShard)(nil),                // 10: basalt.PutShard
+	(*Lease)(nil),                   // 11: basalt.Lease
+	(*LeaseGrant)(nil),              // 12: basalt.LeaseGrant
+	(*LeaseRevoke)(nil),             // 13: basalt.LeaseRevoke
+	(*LeaseCheckpoint)(nil),         // 14: basalt.LeaseCheckpoint
+	(*MetaResult)(nil),              // 15: basalt.MetaResult
+	(*RecordCompaction)(nil),        // 16: basalt.RecordCompaction
+	(*Member)(nil),                  // 17: basalt.Member
+	(*PutMember)(nil),               // 18: basalt.PutMember
+	(*RemoveMember)(nil),            // 19: basalt.RemoveMember
+	(*MetaState)(nil),               // 20: basalt.MetaState
+	(*AllocateRequest)(nil),         // 21: basalt.AllocateRequest
+	(*AllocateResponse)(nil),        // 22: basalt.AllocateResponse
+	(*CurrentRequest)(nil),          // 23: basalt.CurrentRequest
+	(*CurrentResponse)(nil),         // 24: basalt.CurrentResponse
+	(*RevokeLeaseKeysRequest)(nil),  // 25: basalt.RevokeLeaseKeysRequest
+	(*RevokeLeaseKeysResponse)(nil), // 26: basalt.RevokeLeaseKeysResponse
+	nil,                             // 27: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
 	2,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
 	4,  // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
-	3,  // 2: basalt.WriteBatch.writes:type_name -> basalt.Write
-	0,  // 3: basalt.CompactResult.error:type_name -> basalt.ErrorCode
-	7,  // 4: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
-	9,  // 5: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
-	15, // 6: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
-	11, // 7: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
-	12, // 8: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
-	13, // 9: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
-	17, // 10: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
-	8,  // 11: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
-	10, // 12: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
-	0,  // 13: basalt.MetaResult.error:type_name -> basalt.ErrorCode
-	8,  // 14: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	5,  // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
+	3,  // 3: basalt.WriteBatch.writes:type_name -> basalt.Write
+	0,  // 4: basalt.CompactResult.error:type_name -> basalt.ErrorCode
+	8,  // 5: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
+	10, // 6: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
+	16, // 7: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
+	12, // 8: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
+	13, // 9: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
+	14, // 10: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
+	18, // 11: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
+	19, // 12: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
+	27, // 13: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	9,  // 14: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
+	11, // 15: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
+	0,  // 16: basalt.MetaResult.error:type_name -> basalt.ErrorCode
+	17, // 17: basalt.PutMember.member:type_name -> basalt.Member
+	9,  // 18: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
+	17, // 19: basalt.MetaState.members:type_name -> basalt.Member
+	21, // 20: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
+	23, // 21: basalt.Internal.Current:input_type -> basalt.CurrentRequest
+	25, // 22: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
+	22, // 23: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
+	24, // 24: basalt.Internal.Current:output_type -> basalt.CurrentResponse
+	26, // 25: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
+	23, // [23:26] is the sub-list for method output_type
+	20, // [20:23] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_basalt_proto_init() }
@@ -1187,14 +1779,17 @@ func file_basalt_proto_init() {
 	file_basalt_proto_msgTypes[0].OneofWrappers = []any{
 		(*DataCommand_WriteBatch)(nil),
 		(*DataCommand_Compact)(nil),
+		(*DataCommand_Resolved)(nil),
 	}
-	file_basalt_proto_msgTypes[5].OneofWrappers = []any{
+	file_basalt_proto_msgTypes[6].OneofWrappers = []any{
 		(*MetaCommand_SetTsoCeiling)(nil),
 		(*MetaCommand_PutShard)(nil),
 		(*MetaCommand_RecordCompaction)(nil),
 		(*MetaCommand_LeaseGrant)(nil),
 		(*MetaCommand_LeaseRevoke)(nil),
 		(*MetaCommand_LeaseCheckpoint)(nil),
+		(*MetaCommand_PutMember)(nil),
+		(*MetaCommand_RemoveMember)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1202,9 +1797,9 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   27,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_basalt_proto_goTypes,
 		DependencyIndexes: file_basalt_proto_depIdxs,
