@@ -51,6 +51,15 @@ type process struct {
 
 func startProcess(t *testing.T, dataDir, clientAddr, peerAddr string, flags ...string) *process {
 	t.Helper()
+	p := launchProcess(t, dataDir, clientAddr, peerAddr, flags...)
+	p.waitHealthy()
+	return p
+}
+
+// launchProcess starts the binary without waiting until it serves (the
+// members of a new cluster must start together).
+func launchProcess(t *testing.T, dataDir, clientAddr, peerAddr string, flags ...string) *process {
+	t.Helper()
 	p := &process{t: t, dataDir: dataDir, clientURL: "http://" + clientAddr, peerURL: "http://" + peerAddr, log: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, append([]string{
 		"--name", "e2e",
@@ -70,12 +79,19 @@ func startProcess(t *testing.T, dataDir, clientAddr, peerAddr string, flags ...s
 		close(p.done)
 	}()
 	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+// waitHealthy waits until the process serves clients.
+func (p *process) waitHealthy() {
+	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := etcdproc.WaitHealthy(ctx, p.clientURL, p.done); err != nil {
-		t.Fatalf("%v:\n%s", err, p.log)
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT) // its goroutines, into the log
+		<-p.done
+		p.t.Fatalf("%v:\n%s", err, p.log)
 	}
-	return p
 }
 
 // kill sends SIGKILL and waits.
