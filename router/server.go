@@ -256,4 +256,3 @@ func (s *Server) fillHeaderCurrent(ctx context.Context, h *pb.ResponseHeader) er
 }
 
 func (s *Server) status() NodeStatus { return s.cfg.Status() }
-

@@ -6,8 +6,8 @@ import (
 	"net"
 	"sync"
 
-	chantransport "github.com/lni/dragonboat/v4/plugin/chan"
 	"github.com/lni/dragonboat/v4/config"
+	chantransport "github.com/lni/dragonboat/v4/plugin/chan"
 	"github.com/lni/dragonboat/v4/raftio"
 	raftpb "github.com/lni/dragonboat/v4/raftpb"
 )
