@@ -1,11 +1,11 @@
 package placement
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -46,9 +46,13 @@ type Config struct {
 	// every group.
 	MemberID uint64
 	// InitialCluster is the members of a new cluster (etcd's
-	// --initial-cluster). The first three by id (all when fewer) hold the
-	// meta group and the first data shard. Ignored on restart.
+	// --initial-cluster); each holds a replica of the meta group and of the
+	// first data shard. Ignored on restart.
 	InitialCluster []*basaltpb.Member
+	// Join starts this node as a member added to a running cluster
+	// (MemberAdd, then --initial-cluster-state existing): it joins the
+	// groups that list it instead of creating them. Ignored on restart.
+	Join bool
 	// TransportFactory replaces dragonboat's TCP transport (tests inject
 	// faults with it).
 	TransportFactory config.TransportFactory
@@ -112,6 +116,8 @@ type Host struct {
 	hasMeta bool
 	// restartShards are the data shards this node held before a restart.
 	restartShards []uint64
+	// joining tells that this node joins a running cluster's groups.
+	joining bool
 
 	mu       sync.Mutex
 	dataSMs  map[uint64]*shard.DataStateMachine
@@ -179,14 +185,19 @@ func Start(cfg Config) (*Host, error) {
 			h.restartShards = append(h.restartShards, ni.ShardID)
 		}
 	}
-	if !h.hasMeta && len(h.restartShards) == 0 {
+	restart := h.hasMeta || len(h.restartShards) > 0
+	h.joining = cfg.Join && !restart
+	switch {
+	case h.joining:
+		h.hasMeta = true
+	case !restart:
 		if voters := h.initialVoters(); voters[h.replicaID] != "" {
 			h.hasMeta, members = true, voters
 		}
 	}
 	if h.hasMeta {
 		create := func(uint64, uint64) sm.IOnDiskStateMachine { return h.meta }
-		if err := nh.StartOnDiskReplica(members, false, create, h.raftConfig(shard.MetaShardID)); err != nil {
+		if err := nh.StartOnDiskReplica(members, h.joining, create, h.raftConfig(shard.MetaShardID)); err != nil {
 			h.Close()
 			return nil, fmt.Errorf("placement: start meta group: %w", err)
 		}
@@ -194,17 +205,13 @@ func Start(cfg Config) (*Host, error) {
 	return h, nil
 }
 
-// ReplicationFactor is how many replicas the meta group and each data
-// shard have (all nodes when fewer).
-const ReplicationFactor = 3
-
-// initialVoters returns the replicas of a new cluster's groups: the first
-// members of the initial cluster by id, with their Raft addresses.
+// initialVoters returns the replicas of a new cluster's groups: every
+// member of the initial cluster, with its Raft address. (Every member holds
+// a replica of every group; keeping groups at a replication factor below
+// the cluster's size is placement's work still to come.)
 func (h *Host) initialVoters() map[uint64]dragonboat.Target {
-	ms := slices.Clone(h.cfg.InitialCluster)
-	slices.SortFunc(ms, func(a, b *basaltpb.Member) int { return cmp.Compare(a.Id, b.Id) })
 	voters := make(map[uint64]dragonboat.Target)
-	for _, m := range ms[:min(len(ms), ReplicationFactor)] {
+	for _, m := range h.cfg.InitialCluster {
 		if addr, err := RaftAddress(m); err == nil {
 			voters[m.Id] = addr
 		}
@@ -219,8 +226,14 @@ func RaftAddress(m *basaltpb.Member) (string, error) {
 		return "", fmt.Errorf("placement: member %x has no peer URL", m.Id)
 	}
 	u, err := url.Parse(m.PeerUrls[0])
-	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("placement: member %x: bad peer URL %q", m.Id, m.PeerUrls[0])
+	if err == nil && u.Scheme != "http" {
+		err = errors.New("only http:// is supported")
+	}
+	if err == nil {
+		_, _, err = net.SplitHostPort(u.Host)
+	}
+	if err != nil {
+		return "", fmt.Errorf("placement: member %x: bad peer URL %q: %v", m.Id, m.PeerUrls[0], err)
 	}
 	return u.Host, nil
 }
@@ -238,6 +251,9 @@ func (h *Host) raftConfig(shardID uint64) config.Config {
 		PreVote:            true,
 		SnapshotEntries:    h.cfg.SnapshotEntries,
 		CompactionOverhead: h.cfg.SnapshotEntries / 2,
+		// A joining member starts as a non-voting replica; it is promoted
+		// once started (PromoteSelf, or MemberPromote for a learner).
+		IsNonVoting: h.joining,
 	}
 }
 
@@ -275,7 +291,7 @@ func (h *Host) Bootstrap(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(state.Shards) > 0 {
+	if len(state.Shards) > 0 || h.joining {
 		return nil
 	}
 	for _, m := range h.cfg.InitialCluster {
@@ -311,14 +327,14 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 		// sequencer does, before it takes a revision.
 		dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, mvcc.AllowAllLeases, h.lg)
 		var members map[uint64]dragonboat.Target
-		if !restart {
+		if !restart && !h.joining {
 			members = make(map[uint64]dragonboat.Target, len(d.Replicas))
 			for id, addr := range d.Replicas {
 				members[id] = addr
 			}
 		}
 		create := func(uint64, uint64) sm.IOnDiskStateMachine { return dsm }
-		if err := h.nh.StartOnDiskReplica(members, false, create, h.raftConfig(d.ShardId)); err != nil {
+		if err := h.nh.StartOnDiskReplica(members, h.joining && !restart, create, h.raftConfig(d.ShardId)); err != nil {
 			return fmt.Errorf("placement: start shard %d: %w", d.ShardId, err)
 		}
 		if err := h.WaitLeader(ctx, d.ShardId); err != nil {

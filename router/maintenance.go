@@ -6,6 +6,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
 
 	"github.com/basaltdb/basalt/internal/version"
 	"github.com/basaltdb/basalt/proto/basaltpb"
@@ -80,16 +81,99 @@ type clusterServer struct {
 	s *Server
 }
 
-// MemberList lists the member registry as this node's meta replica has it
-// (etcd answers from the local member's view too, unless linearizable is
-// asked for).
+// MemberList lists the member registry as this node's meta replica has it,
+// after catching up with the meta group when linearizable is asked for (as
+// clientv3 does by default).
 func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
-	resp := &pb.MemberListResponse{Header: &pb.ResponseHeader{}}
-	for _, m := range c.s.cfg.Members() {
-		resp.Members = append(resp.Members, etcdMember(m))
+	if r.Linearizable {
+		rctx, cancel := c.s.requestContext(ctx)
+		defer cancel()
+		if err := c.s.cfg.Membership.SyncMembers(rctx); err != nil {
+			return nil, toGRPCError(ctx, err)
+		}
 	}
-	c.s.fillHeader(resp.Header)
-	return resp, nil
+	return &pb.MemberListResponse{Header: c.header(), Members: c.members()}, nil
+}
+
+func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	if len(r.PeerURLs) == 0 {
+		return nil, rpctypes.ErrGRPCMemberBadURLs
+	}
+	resp, err := routed(c.s, ctx, true, func() (*pb.MemberAddResponse, error) {
+		if err := c.s.metaLeaderElsewhere(); err != nil {
+			return nil, err
+		}
+		m, err := c.s.cfg.Membership.AddMember(ctx, r.PeerURLs, r.IsLearner)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.MemberAddResponse{Header: c.header(), Member: etcdMember(m), Members: c.members()}, nil
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberAddResponse, error) {
+		return pb.NewClusterClient(conn).MemberAdd(ctx, r)
+	})
+	return resp, toGRPCError(ctx, err)
+}
+
+func (c *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	resp, err := routed(c.s, ctx, true, func() (*pb.MemberRemoveResponse, error) {
+		if err := c.s.metaLeaderElsewhere(); err != nil {
+			return nil, err
+		}
+		if err := c.s.cfg.Membership.RemoveMember(ctx, r.ID); err != nil {
+			return nil, err
+		}
+		return &pb.MemberRemoveResponse{Header: c.header(), Members: c.members()}, nil
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberRemoveResponse, error) {
+		return pb.NewClusterClient(conn).MemberRemove(ctx, r)
+	})
+	return resp, toGRPCError(ctx, err)
+}
+
+func (c *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
+	if len(r.PeerURLs) == 0 {
+		return nil, rpctypes.ErrGRPCMemberBadURLs
+	}
+	resp, err := routed(c.s, ctx, true, func() (*pb.MemberUpdateResponse, error) {
+		if err := c.s.metaLeaderElsewhere(); err != nil {
+			return nil, err
+		}
+		if err := c.s.cfg.Membership.UpdateMember(ctx, r.ID, r.PeerURLs); err != nil {
+			return nil, err
+		}
+		return &pb.MemberUpdateResponse{Header: c.header(), Members: c.members()}, nil
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberUpdateResponse, error) {
+		return pb.NewClusterClient(conn).MemberUpdate(ctx, r)
+	})
+	return resp, toGRPCError(ctx, err)
+}
+
+func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	resp, err := routed(c.s, ctx, true, func() (*pb.MemberPromoteResponse, error) {
+		if err := c.s.metaLeaderElsewhere(); err != nil {
+			return nil, err
+		}
+		if err := c.s.cfg.Membership.PromoteMember(ctx, r.ID); err != nil {
+			return nil, err
+		}
+		return &pb.MemberPromoteResponse{Header: c.header(), Members: c.members()}, nil
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberPromoteResponse, error) {
+		return pb.NewClusterClient(conn).MemberPromote(ctx, r)
+	})
+	return resp, toGRPCError(ctx, err)
+}
+
+func (c *clusterServer) header() *pb.ResponseHeader {
+	h := &pb.ResponseHeader{}
+	c.s.fillHeader(h)
+	return h
+}
+
+func (c *clusterServer) members() []*pb.Member {
+	var out []*pb.Member
+	for _, m := range c.s.cfg.Members() {
+		out = append(out, etcdMember(m))
+	}
+	return out
 }
 
 // etcdMember is a registry member as etcd's Cluster API shows it.

@@ -33,6 +33,17 @@ import (
 // gets etcd's "request is too large" rather than a transport error.
 const grpcOverheadBytes = 512 * 1024
 
+// Membership is the Cluster API's changes of members (placement.Host).
+type Membership interface {
+	AddMember(ctx context.Context, peerURLs []string, learner bool) (*basaltpb.Member, error)
+	RemoveMember(ctx context.Context, id uint64) error
+	UpdateMember(ctx context.Context, id uint64, peerURLs []string) error
+	PromoteMember(ctx context.Context, id uint64) error
+	// SyncMembers returns once this node's registry has every change
+	// committed before the call.
+	SyncMembers(ctx context.Context) error
+}
+
 // NodeStatus is what Maintenance.Status reports of the node.
 type NodeStatus struct {
 	// Leader is the member id of the data shard's leader, 0 when unknown.
@@ -66,6 +77,9 @@ type Config struct {
 	// TSO is this node's timestamp oracle, which other members call while
 	// this node leads the meta group.
 	TSO txncoord.TSOServer
+	// Membership changes the cluster's members; it runs on the meta group's
+	// leader (requests elsewhere are forwarded).
+	Membership Membership
 	// MoveLeader hands the leadership of this node's groups to a member.
 	MoveLeader func(ctx context.Context, target uint64) error
 	// Status reports the node's Raft and storage status.
@@ -88,8 +102,8 @@ type Config struct {
 // Validate checks the config and fills in defaults.
 func (c *Config) Validate() error {
 	if c.Member == nil || c.Status == nil || c.RaftTerm == nil || c.SelfEndpoint == "" ||
-		c.Members == nil || c.Peers == nil || c.MetaLeader == nil || c.TSO == nil || c.MoveLeader == nil {
-		return errors.New("router: config needs Member, Members, Peers, MetaLeader, TSO, MoveLeader, Status, RaftTerm and SelfEndpoint")
+		c.Members == nil || c.Peers == nil || c.Membership == nil || c.MetaLeader == nil || c.TSO == nil || c.MoveLeader == nil {
+		return errors.New("router: config needs Member, Members, Peers, Membership, MetaLeader, TSO, MoveLeader, Status, RaftTerm and SelfEndpoint")
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = 1536 * 1024

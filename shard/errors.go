@@ -50,3 +50,20 @@ func LeaderElsewhere(err error) uint64 {
 	}
 	return 0
 }
+
+// Errors of membership changes (the Cluster API).
+var (
+	// ErrPeerURLExist is returned when adding a member whose peer URL
+	// another member has.
+	ErrPeerURLExist = errors.New("shard: peer URL already in use")
+	// ErrMemberExist is returned when adding a member whose id is taken:
+	// by a member, or by a removed member (ids are never reused).
+	ErrMemberExist = errors.New("shard: member id already exists")
+	// ErrMemberNotLearner is returned when promoting a voting member.
+	ErrMemberNotLearner = errors.New("shard: member is not a learner")
+	// ErrMemberBadURLs is returned for peer URLs that are not http://host:port.
+	ErrMemberBadURLs = errors.New("shard: bad member URLs")
+	// ErrRaftAddressChange is returned when an update would move a member's
+	// Raft address, which its replicas are known by.
+	ErrRaftAddressChange = errors.New("basalt: changing a member's first peer URL (its Raft address) is not supported; remove the member and add it again with new peer URLs")
+)

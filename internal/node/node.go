@@ -142,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	logging.RouteDragonboat(cfg.Logger)
 	raftListen, _ := hostPort(cfg.ListenPeerURL)
 	raftAddr, _ := hostPort(cfg.AdvertisePeerURL)
-	initial, err := parseInitialCluster(cfg.InitialCluster, cfg.ClusterToken)
+	initial, err := placement.ParseInitialCluster(cfg.InitialCluster, cfg.ClusterToken)
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +168,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ClusterToken:      cfg.ClusterToken,
 		MemberID:          initial[i].Id,
 		InitialCluster:    initial,
+		Join:              cfg.InitialClusterState == "existing",
 		TransportFactory:  cfg.TransportFactory,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ElectionTimeout:   cfg.ElectionTimeout,
@@ -177,9 +178,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if !n.host.HasMeta() {
-		// Joining a running cluster (--initial-cluster-state existing, after
-		// MemberAdd) is not supported yet.
-		return nil, fmt.Errorf("node: member %x holds no replica of the cluster's groups; joining a running cluster is not supported yet", initial[i].Id)
+		return nil, fmt.Errorf("node: member %x is not in the initial cluster's first members and holds no replica; add it with MemberAdd and start it with --initial-cluster-state existing", initial[i].Id)
 	}
 	if err = n.host.Bootstrap(ctx); err != nil {
 		return nil, err
@@ -190,6 +189,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.tsoClient = txncoord.NewTSOClient(txncoord.NewRoutedTSO(n.tso, n.host.ReplicaID(), n.metaLeader, n.peers))
 	if err = n.host.StartDataShards(ctx, n.tsoClient, n.host.Meta()); err != nil {
 		return nil, err
+	}
+	if err = n.host.PromoteSelf(ctx); err != nil {
+		return nil, fmt.Errorf("node: promote to a voting member: %w", err)
 	}
 	state, err := n.host.MetaGroup().ReadState(ctx)
 	if err != nil {
@@ -240,6 +242,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		MetaLeader:      n.metaLeader,
 		TSO:             n.tso,
 		MoveLeader:      n.moveLeader,
+		Membership:      n.host,
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		MaxTxnOps:       cfg.MaxTxnOps,
 		Status:          n.status,
@@ -260,10 +263,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	// Publish this member's name and client URLs: other members forward
 	// requests to them, and MemberList shows them.
-	self := &basaltpb.Member{Id: n.member.ID, Name: cfg.Name, PeerUrls: n.member.PeerURLs, ClientUrls: cfg.AdvertiseClientURLs}
-	if err := txncoord.Retry(ctx, func() error {
-		return n.host.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutMember{PutMember: &basaltpb.PutMember{Member: self}}})
-	}); err != nil {
+	if err := n.host.PublishSelf(ctx, cfg.Name, cfg.AdvertiseClientURLs); err != nil {
 		return nil, fmt.Errorf("node: publish member: %w", err)
 	}
 	n.lg.Info("ready-to-serve", zap.String("name", cfg.Name), zap.String("member-id", fmt.Sprintf("%x", n.member.ID)), zap.Strings("client-urls", cfg.ListenClientURLs), zap.String("data-dir", cfg.DataDir))
@@ -421,6 +421,11 @@ func (n *Node) status() router.NodeStatus {
 		st.Leader, st.RaftTerm = rep.Leader()
 		st.RaftIndex = rep.Shard().AppliedIndex()
 		st.RaftAppliedIndex = st.RaftIndex
+	}
+	for _, m := range n.host.Meta().State().Members {
+		if m.Id == n.host.ReplicaID() {
+			st.IsLearner = m.IsLearner
+		}
 	}
 	return st
 }

@@ -31,6 +31,8 @@ type Node struct {
 	ClientURL string
 	// RaftAddress is where its Raft transport is reached.
 	RaftAddress string
+	// ID is its member id, known once it started.
+	ID uint64
 }
 
 // Option changes every node's configuration.
@@ -100,6 +102,63 @@ func Start(t testing.TB, size int, opts ...Option) *Cluster {
 	return c
 }
 
+// Add adds a member through the Cluster API (as a learner if asked) and
+// starts it with --initial-cluster-state existing; it returns its index.
+func (c *Cluster) Add(learner bool, opts ...Option) int {
+	c.t.Helper()
+	peer := fmt.Sprintf("http://127.0.0.1:%d", testnode.FreePort(c.t))
+	client := fmt.Sprintf("http://127.0.0.1:%d", testnode.FreePort(c.t))
+	cl := c.Client(c.t, c.running()...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	if learner {
+		_, err = cl.MemberAddAsLearner(ctx, []string{peer})
+	} else {
+		_, err = cl.MemberAdd(ctx, []string{peer})
+	}
+	if err != nil {
+		c.t.Fatalf("member add: %v", err)
+	}
+	name := fmt.Sprintf("node%d", len(c.Nodes)+1)
+	initial := name + "=" + peer
+	for _, n := range c.Nodes {
+		initial += "," + n.cfg.Name + "=" + n.cfg.ListenPeerURL
+	}
+	n := &Node{
+		ClientURL:   client,
+		RaftAddress: strings.TrimPrefix(peer, "http://"),
+		cfg: node.Config{
+			Name:                name,
+			DataDir:             c.t.TempDir(),
+			ListenClientURLs:    []string{client},
+			ListenPeerURL:       peer,
+			InitialCluster:      initial,
+			InitialClusterState: "existing",
+			ClusterToken:        c.Nodes[0].cfg.ClusterToken,
+			HeartbeatInterval:   c.Nodes[0].cfg.HeartbeatInterval,
+			ElectionTimeout:     c.Nodes[0].cfg.ElectionTimeout,
+		},
+	}
+	for _, o := range opts {
+		o(&n.cfg)
+	}
+	c.Nodes = append(c.Nodes, n)
+	c.start(len(c.Nodes) - 1)
+	return len(c.Nodes) - 1
+}
+
+// running returns the indexes of the running nodes.
+func (c *Cluster) running() []int {
+	var idx []int
+	for i, n := range c.Nodes {
+		if n.Node != nil {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
 // start starts nodes concurrently (a new cluster needs a quorum to start).
 func (c *Cluster) start(idx ...int) {
 	c.t.Helper()
@@ -119,6 +178,9 @@ func (c *Cluster) start(idx ...int) {
 		if err != nil {
 			c.t.Fatalf("start %s: %v", c.Nodes[i].cfg.Name, err)
 		}
+	}
+	for _, i := range idx {
+		c.Nodes[i].ID = c.Nodes[i].MemberID()
 	}
 }
 

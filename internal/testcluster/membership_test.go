@@ -1,0 +1,117 @@
+package testcluster
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// A member added through the Cluster API joins as a learner, catches up,
+// is promoted, and serves; a removed member is gone from every list; bad
+// requests get etcd's errors.
+func TestMembershipChanges(t *testing.T) {
+	c := Start(t, 3)
+	ctx := ctxT(t, 2*time.Minute)
+	cl := c.Client(t)
+	for i := range 20 {
+		if _, err := cl.Put(ctx, fmt.Sprintf("k%02d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	added := c.Add(true)
+	nc := c.Client(t, added)
+	waitFor(t, "the learner catches up", func() bool {
+		resp, err := nc.Get(ctx, "k", clientv3.WithPrefix(), clientv3.WithSerializable())
+		return err == nil && len(resp.Kvs) == 20
+	})
+	id := c.Nodes[added].ID
+	member := func() (*clientv3.MemberListResponse, int) {
+		t.Helper()
+		ml, err := cl.MemberList(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range ml.Members {
+			if m.ID == id {
+				return ml, i
+			}
+		}
+		return ml, -1
+	}
+	ml, i := member()
+	if i < 0 || !ml.Members[i].IsLearner || ml.Members[i].Name != "node4" || len(ml.Members[i].ClientURLs) != 1 {
+		t.Fatalf("added learner in the member list: %v", ml.Members)
+	}
+	if st, err := nc.Status(ctx, c.Nodes[added].ClientURL); err != nil || !st.IsLearner {
+		t.Fatalf("status of the learner: %v %v", err, st)
+	}
+	// A learner serves through forwarding, as every member does.
+	if _, err := nc.Put(ctx, "through-learner", "v"); err != nil {
+		t.Fatalf("put through the learner: %v", err)
+	}
+
+	if _, err := cl.MemberPromote(ctx, id); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	if ml, i := member(); ml.Members[i].IsLearner {
+		t.Fatalf("promoted member still a learner: %v", ml.Members[i])
+	}
+	if _, err := cl.MemberPromote(ctx, id); !errors.Is(err, rpctypes.ErrMemberNotLearner) {
+		t.Fatalf("promoting a voter: %v, want %v", err, rpctypes.ErrMemberNotLearner)
+	}
+	if _, err := cl.MemberAdd(ctx, []string{c.Nodes[0].cfg.ListenPeerURL}); !errors.Is(err, rpctypes.ErrPeerURLExist) {
+		t.Fatalf("adding a taken peer URL: %v, want %v", err, rpctypes.ErrPeerURLExist)
+	}
+	// clientv3 checks URLs itself; the raw gRPC call reaches the server.
+	raw := pb.NewClusterClient(cl.ActiveConnection())
+	if _, err := raw.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"ftp://nowhere"}}); !errors.Is(err, rpctypes.ErrGRPCMemberBadURLs) {
+		t.Fatalf("adding a bad peer URL: %v, want %v", err, rpctypes.ErrMemberBadURLs)
+	}
+	if _, err := cl.MemberRemove(ctx, 12345); !errors.Is(err, rpctypes.ErrMemberNotFound) {
+		t.Fatalf("removing an unknown member: %v, want %v", err, rpctypes.ErrMemberNotFound)
+	}
+	if _, err := cl.MemberUpdate(ctx, id, []string{"http://127.0.0.1:1"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("moving a member's Raft address: %v", err)
+	}
+
+	// Four voters: one can stop, and then be removed.
+	c.Stop(0)
+	rest := c.Client(t, 1, 2, added)
+	if _, err := rest.Put(ctx, "after-stop", "v"); err != nil {
+		t.Fatalf("put with one of four members down: %v", err)
+	}
+	if _, err := rest.MemberRemove(ctx, c.Nodes[0].ID); err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+	ml, err := rest.MemberList(ctx)
+	if err != nil || len(ml.Members) != 3 {
+		t.Fatalf("member list after remove: %v %v", err, ml)
+	}
+	for _, i := range []int{1, 2, added} {
+		resp, err := c.Client(t, i).Get(ctx, "after-stop")
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("node %d after remove: %v %v", i, err, resp)
+		}
+	}
+
+	// A voting member added directly starts and votes.
+	voter := c.Add(false)
+	vc := c.Client(t, voter)
+	if st, err := vc.Status(ctx, c.Nodes[voter].ClientURL); err != nil || st.IsLearner {
+		t.Fatalf("status of the added voter: %v %v", err, st)
+	}
+	if _, err := vc.Put(ctx, "through-voter", "v"); err != nil {
+		t.Fatalf("put through the added voter: %v", err)
+	}
+	ml, err = vc.MemberList(ctx)
+	if err != nil || len(ml.Members) != 4 {
+		t.Fatalf("member list with the voter: %v %v", err, ml)
+	}
+}
