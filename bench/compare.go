@@ -10,6 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -30,6 +33,8 @@ type CompareOptions struct {
 	// a local node of each is started on loopback.
 	BasaltEndpoints []string
 	EtcdEndpoints   []string
+	// Nodes is the size of each local cluster (default 1).
+	Nodes int
 	// BasaltBin and EtcdBin are the server binaries for local runs; empty
 	// means build them from this module (basalt from ./cmd/basalt, etcd
 	// from go.mod's tool line).
@@ -80,20 +85,24 @@ func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
 		}
 		defer os.RemoveAll(work)
 		if len(basaltEPs) == 0 {
-			s, err := startBasalt(ctx, co.BasaltBin, work, co.Log)
+			ps, err := startBasalt(ctx, co.BasaltBin, work, max(co.Nodes, 1), co.Log)
+			for _, p := range ps {
+				defer p.stop()
+				basaltEPs = append(basaltEPs, p.clientURL)
+			}
 			if err != nil {
 				return nil, err
 			}
-			defer s.stop()
-			basaltEPs = []string{s.clientURL}
 		}
 		if len(etcdEPs) == 0 {
-			s, err := startEtcd(ctx, co.EtcdBin, work)
+			ss, err := startEtcd(ctx, co.EtcdBin, work, max(co.Nodes, 1))
+			for _, s := range ss {
+				defer s.Stop()
+				etcdEPs = append(etcdEPs, s.ClientURL)
+			}
 			if err != nil {
 				return nil, err
 			}
-			defer s.Stop()
-			etcdEPs = []string{s.ClientURL}
 		}
 	}
 
@@ -246,6 +255,7 @@ type basaltProcess struct {
 	cmd       *exec.Cmd
 	done      chan struct{}
 	clientURL string
+	stderr    bytes.Buffer
 }
 
 func (p *basaltProcess) stop() {
@@ -253,8 +263,9 @@ func (p *basaltProcess) stop() {
 	<-p.done
 }
 
-// startBasalt starts a basalt node with its data under work.
-func startBasalt(ctx context.Context, bin, work string, log io.Writer) (*basaltProcess, error) {
+// startBasalt starts a basalt cluster of n members with their data under
+// work. It returns the processes it started, also on error.
+func startBasalt(ctx context.Context, bin, work string, n int, log io.Writer) ([]*basaltProcess, error) {
 	if bin == "" {
 		bin = filepath.Join(work, "basalt")
 		fmt.Fprintln(log, "building basalt ...")
@@ -262,51 +273,90 @@ func startBasalt(ctx context.Context, bin, work string, log io.Writer) (*basaltP
 			return nil, fmt.Errorf("bench: build basalt (or pass --basalt-bin): %v\n%s", err, out)
 		}
 	}
-	client, err := etcdproc.FreeAddr()
+	addrs, err := freeAddrs(3 * n)
 	if err != nil {
 		return nil, err
 	}
-	peer, err := etcdproc.FreeAddr()
-	if err != nil {
-		return nil, err
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("b%d=http://%s", i+1, addrs[3*i+1]))
 	}
-	p := &basaltProcess{clientURL: "http://" + client, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--data-dir", filepath.Join(work, "basalt-data"),
-		"--listen-client-urls", p.clientURL, "--listen-peer-urls", "http://"+peer, "--log-level", "error")
-	var stderr bytes.Buffer
-	p.cmd.Stderr = &stderr
-	if err := p.cmd.Start(); err != nil {
-		return nil, err
+	var ps []*basaltProcess
+	for i := range n {
+		p := &basaltProcess{clientURL: "http://" + addrs[3*i], done: make(chan struct{})}
+		p.cmd = exec.Command(bin, "--name", fmt.Sprintf("b%d", i+1), "--data-dir", filepath.Join(work, fmt.Sprintf("basalt-data-%d", i+1)),
+			"--listen-client-urls", p.clientURL, "--listen-peer-urls", "http://"+addrs[3*i+1], "--gossip-addr", addrs[3*i+2],
+			"--initial-cluster", strings.Join(initial, ","), "--log-level", "error")
+		p.cmd.Stderr = &p.stderr
+		if err := p.cmd.Start(); err != nil {
+			return ps, err
+		}
+		go func() {
+			_ = p.cmd.Wait()
+			close(p.done)
+		}()
+		ps = append(ps, p)
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := etcdproc.WaitHealthy(wctx, p.clientURL, p.done); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("bench: basalt: %w\n%s", err, stderr.String())
+	for _, p := range ps {
+		if err := etcdproc.WaitHealthy(wctx, p.clientURL, p.done); err != nil {
+			return ps, fmt.Errorf("bench: basalt: %w\n%s", err, p.stderr.String())
+		}
 	}
-	return p, nil
+	return ps, nil
 }
 
-// startEtcd starts etcd 3.7.3 with its data under work: the same disk as
-// Basalt's, fsync on.
-func startEtcd(ctx context.Context, bin, work string) (*etcdproc.Server, error) {
-	client, err := etcdproc.FreeAddr()
+// freeAddrs returns n distinct loopback host:port pairs that were free a
+// moment ago.
+func freeAddrs(n int) ([]string, error) {
+	var out []string
+	for len(out) < n {
+		a, err := etcdproc.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// startEtcd starts an etcd 3.7.3 cluster of n members with their data
+// under work: the same disk as Basalt's, fsync on. It returns the members
+// it started, also on error.
+func startEtcd(ctx context.Context, bin, work string, n int) ([]*etcdproc.Server, error) {
+	addrs, err := freeAddrs(2 * n)
 	if err != nil {
 		return nil, err
 	}
-	peer, err := etcdproc.FreeAddr()
-	if err != nil {
-		return nil, err
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("e%d=http://%s", i+1, addrs[2*i+1]))
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	s, err := etcdproc.Start(wctx, etcdproc.Options{Binary: bin, Dir: work, ClientAddr: client, PeerAddr: peer})
-	if err != nil {
-		return nil, errors.Join(errors.New("bench: etcd (or pass --etcd-bin)"), err)
+	servers := make([]*etcdproc.Server, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			servers[i], errs[i] = etcdproc.Start(wctx, etcdproc.Options{Binary: bin, Dir: work, Name: fmt.Sprintf("e%d", i+1),
+				ClientAddr: addrs[2*i], PeerAddr: addrs[2*i+1], InitialCluster: strings.Join(initial, ",")})
+		}()
 	}
-	return s, nil
+	wg.Wait()
+	var started []*etcdproc.Server
+	for _, s := range servers {
+		if s != nil {
+			started = append(started, s)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return started, errors.Join(errors.New("bench: etcd (or pass --etcd-bin)"), err)
+	}
+	return started, nil
 }

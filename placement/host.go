@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -32,7 +33,8 @@ const FirstDataShardID = 2
 type Config struct {
 	// Name is the node's human-readable name (etcd's --name).
 	Name string
-	// DataDir holds the node's Raft logs (raft/) and data (data/).
+	// DataDir holds the node's Raft logs (raft/), data (data/), and a
+	// "joined" mark when the node joined a running cluster.
 	DataDir string
 	// RaftAddress is the host:port other nodes reach this node's Raft
 	// transport at.
@@ -118,6 +120,9 @@ type Host struct {
 	restartShards []uint64
 	// joining tells that this node joins a running cluster's groups.
 	joining bool
+	// nonVoting tells that this node's replicas start as non-voting ones
+	// (it joined a running cluster, now or before a restart).
+	nonVoting bool
 
 	mu       sync.Mutex
 	dataSMs  map[uint64]*shard.DataStateMachine
@@ -187,6 +192,18 @@ func Start(cfg Config) (*Host, error) {
 	}
 	restart := h.hasMeta || len(h.restartShards) > 0
 	h.joining = cfg.Join && !restart
+	// A member that joined started its replicas as non-voting ones, and
+	// must restart them so: replaying its log promotes them again.
+	joined := filepath.Join(cfg.DataDir, "joined")
+	if h.joining {
+		if err := os.WriteFile(joined, nil, 0o644); err != nil {
+			h.Close()
+			return nil, fmt.Errorf("placement: %w", err)
+		}
+	}
+	if _, err := os.Stat(joined); err == nil {
+		h.nonVoting = true
+	}
 	switch {
 	case h.joining:
 		h.hasMeta = true
@@ -253,7 +270,7 @@ func (h *Host) raftConfig(shardID uint64) config.Config {
 		CompactionOverhead: h.cfg.SnapshotEntries / 2,
 		// A joining member starts as a non-voting replica; it is promoted
 		// once started (PromoteSelf, or MemberPromote for a learner).
-		IsNonVoting: h.joining,
+		IsNonVoting: h.nonVoting,
 	}
 }
 

@@ -42,6 +42,7 @@ var errorTable = []struct {
 	{shard.ErrBusy, rpctypes.ErrGRPCRequestTooManyRequests},
 	{shard.ErrNotLeader, rpctypes.ErrGRPCNoLeader},
 	{shard.ErrStopped, rpctypes.ErrGRPCStopped},
+	{shard.ErrLeaderChanged, rpctypes.ErrGRPCLeaderChanged},
 	{shard.ErrStaleRevision, rpctypes.ErrGRPCLeaderChanged},
 	{txncoord.ErrTSONotReady, rpctypes.ErrGRPCNoLeader},
 	{dragonboat.ErrShardNotReady, rpctypes.ErrGRPCNoLeader},

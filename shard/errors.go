@@ -14,6 +14,10 @@ var (
 	ErrStaleRevision = errors.New("shard: stale revision")
 	// ErrNotLeader is returned by a replica that does not lead its shard.
 	ErrNotLeader = errors.New("shard: not the leader")
+	// ErrLeaderChanged is returned for a write proposed by a leader that
+	// lost its leadership before the write was applied: it may or may not
+	// take effect.
+	ErrLeaderChanged = errors.New("shard: leader changed")
 	// ErrStopped is returned after the replica stopped.
 	ErrStopped = errors.New("shard: stopped")
 	// ErrBusy is returned when the sequencer's queue is full.

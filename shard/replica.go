@@ -79,8 +79,11 @@ func (r *Replica) Shard() *mvcc.Shard { return r.sm.Shard() }
 
 // SetLeader records a leadership change reported by Raft.
 func (r *Replica) SetLeader(leaderID, term uint64) {
-	r.leader.Store(leaderID)
+	old := r.leader.Swap(leaderID)
 	r.term.Store(term)
+	if old == r.replicaID && leaderID != r.replicaID {
+		r.seq.LeadershipLost()
+	}
 }
 
 // Leader returns the leader's replica id (0 when unknown) and the term.

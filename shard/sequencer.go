@@ -537,6 +537,21 @@ func (s *Sequencer) Applied(rev int64, resp *pb.TxnResponse, err error) {
 	}
 }
 
+// LeadershipLost answers every write still waiting for apply with
+// ErrLeaderChanged: this replica no longer leads, and a proposal it made may
+// never commit (a deposed leader's entries wait for their timeout) or may
+// commit under the new leader. Either way the outcome is unknown, as etcd
+// answers requests pending across a leader change.
+func (s *Sequencer) LeadershipLost() {
+	s.pendingMu.Lock()
+	lost := s.pending
+	s.pending = make(map[int64]*writeReq)
+	s.pendingMu.Unlock()
+	for _, r := range lost {
+		r.done <- writeResult{err: ErrLeaderChanged}
+	}
+}
+
 // Proposed returns the transaction this sequencer proposed at rev, if any.
 func (s *Sequencer) Proposed(rev int64) *pb.TxnRequest {
 	s.pendingMu.Lock()

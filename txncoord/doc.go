@@ -15,7 +15,9 @@
 //
 // TSOClient merges its callers' requests: one call to the TSO in flight, one
 // Allocate for the sum of the waiting allocations and one Current for all
-// waiting readers.
+// waiting readers. In a cluster it calls a RoutedTSO: the local TSO while
+// this node leads the meta group, the leader's through the Internal service
+// otherwise.
 //
 // # Requests
 //

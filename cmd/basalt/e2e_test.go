@@ -66,6 +66,7 @@ func launchProcess(t *testing.T, dataDir, clientAddr, peerAddr string, flags ...
 		"--data-dir", dataDir,
 		"--listen-client-urls", p.clientURL,
 		"--listen-peer-urls", p.peerURL,
+		"--gossip-addr", freeAddr(t),
 		"--heartbeat-interval", "10",
 		"--election-timeout", "100",
 		"--log-level", "warn",

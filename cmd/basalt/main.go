@@ -39,6 +39,8 @@ func run(args []string) error {
 		clusterToken    = fs.String("initial-cluster-token", "etcd-cluster", "initial cluster token")
 		initialCluster  = fs.String("initial-cluster", "", "initial cluster configuration for bootstrapping: name=peer-url,... (default: this member alone)")
 		clusterState    = fs.String("initial-cluster-state", "new", "initial cluster state: new or existing")
+		gossipAddr      = fs.String("gossip-addr", "", "host:port of this member's memberlist gossip, TCP and UDP (default: the peer URL's host, port + 1)")
+		join            = fs.String("join", "", "gossip address (host:port) of any member of a running cluster to join: this member is added and joins")
 		heartbeat       = fs.Int("heartbeat-interval", 100, "time (in milliseconds) of a heartbeat interval")
 		election        = fs.Int("election-timeout", 1000, "time (in milliseconds) for an election to timeout")
 		maxRequestBytes = fs.Int("max-request-bytes", 1536*1024, "maximum client request size in bytes the server will accept")
@@ -78,6 +80,8 @@ func run(args []string) error {
 		ClusterToken:        *clusterToken,
 		InitialCluster:      *initialCluster,
 		InitialClusterState: *clusterState,
+		GossipAddr:          *gossipAddr,
+		Join:                *join,
 		HeartbeatInterval:   time.Duration(*heartbeat) * time.Millisecond,
 		ElectionTimeout:     time.Duration(*election) * time.Millisecond,
 		MaxRequestBytes:     *maxRequestBytes,

@@ -96,6 +96,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runCompare(ctx context.Context, workload string, args []string, stdout, stderr io.Writer) error {
 	fs, f := benchFlags(workload, stderr)
 	rounds := fs.Int("rounds", 1, "alternate Basalt and etcd this many times each")
+	nodes := fs.Int("nodes", 1, "members of each local cluster (Basalt and etcd alike)")
 	resultsDir := fs.String("results-dir", "bench/results", "directory for the report (JSON and an HTML page with charts)")
 	etcdEndpoints := fs.String("etcd-endpoints", "", "a running etcd cluster to compare with (default: start etcd 3.7.3 on loopback)")
 	basaltBin := fs.String("basalt-bin", "", "basalt binary for the local node (default: build ./cmd/basalt)")
@@ -110,7 +111,7 @@ func runCompare(ctx context.Context, workload string, args []string, stdout, std
 	}
 	co := bench.CompareOptions{
 		Options: o, Workload: workload, Config: wc, Rounds: *rounds, ResultsDir: *resultsDir,
-		BasaltBin: *basaltBin, EtcdBin: *etcdBin, Log: stderr,
+		BasaltBin: *basaltBin, EtcdBin: *etcdBin, Nodes: *nodes, Log: stderr,
 	}
 	if explicit(fs, "endpoints") {
 		co.BasaltEndpoints = o.Endpoints

@@ -105,3 +105,26 @@ func TestBenchCompare(t *testing.T) {
 		t.Fatalf("comparison: %d rounds, basalt %d etcd %d requests, ratio %.2f", len(c.Rounds), c.Basalt.Requests, c.Etcd.Requests, c.ThroughputRatio)
 	}
 }
+
+// TestBenchCompareClusters compares three-member clusters: three Basalt
+// processes against three etcd members, requests spread over all of them.
+func TestBenchCompareClusters(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"bench", "compare", "put", "--nodes", "3", "--clients", "6", "--conns", "3",
+		"--total", "300", "--warmup", "0s", "--results-dir", dir, "--json", filepath.Join(dir, "out.json")}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "out.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c bench.Comparison
+	if err := json.Unmarshal(data, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Basalt.Requests != 300 || c.Etcd.Requests != 300 || c.Basalt.Errors != 0 || c.Etcd.Errors != 0 {
+		t.Fatalf("three-member comparison: basalt %d requests (%d errors), etcd %d (%d)", c.Basalt.Requests, c.Basalt.Errors, c.Etcd.Requests, c.Etcd.Errors)
+	}
+}

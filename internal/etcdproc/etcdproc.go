@@ -1,6 +1,7 @@
 package etcdproc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,10 @@ type Options struct {
 	ClientAddr, PeerAddr string
 	// Name defaults to "default".
 	Name string
+	// InitialCluster is etcd's --initial-cluster; empty means this member
+	// alone. The members of a new cluster must start together (Start each
+	// in its own goroutine).
+	InitialCluster string
 	// Extra flags, e.g. "--max-txn-ops=64".
 	Extra []string
 	// Stdout and Stderr receive the server's output; nil discards it.
@@ -86,7 +91,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		"--advertise-client-urls=" + client,
 		"--listen-peer-urls=" + peer,
 		"--initial-advertise-peer-urls=" + peer,
-		"--initial-cluster=" + o.Name + "=" + peer,
+		"--initial-cluster=" + cmp.Or(o.InitialCluster, o.Name+"="+peer),
 		"--log-level=error",
 	}
 	args = append(args, o.Extra...)

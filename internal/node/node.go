@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +55,12 @@ type Config struct {
 	// InitialClusterState is etcd's --initial-cluster-state: "new" or
 	// "existing".
 	InitialClusterState string
+	// GossipAddr is where this node's memberlist gossip listens (TCP and
+	// UDP; default: the peer URL's host, port + 1).
+	GossipAddr string
+	// Join is the gossip address of any member of a running cluster: this
+	// node asks to be added (MemberAdd) and joins it.
+	Join string
 	// TransportFactory replaces the Raft transport (tests inject faults).
 	TransportFactory config.TransportFactory
 	Logger           *zap.Logger
@@ -97,6 +104,15 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if c.GossipAddr == "" {
+		peer, _ := hostPort(c.ListenPeerURL)
+		host, port, _ := net.SplitHostPort(peer)
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return fmt.Errorf("node: peer URL %q: %w", c.ListenPeerURL, err)
+		}
+		c.GossipAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -126,6 +142,7 @@ type Node struct {
 	tso       *txncoord.TSO
 	tsoClient *txncoord.TSOClient
 	peers     *router.Peers
+	gossip    *placement.Gossip
 	coord     *txncoord.Coordinator
 	lessor    *txncoord.Lessor
 	hub       *watchfanout.Hub
@@ -142,33 +159,31 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	logging.RouteDragonboat(cfg.Logger)
 	raftListen, _ := hostPort(cfg.ListenPeerURL)
 	raftAddr, _ := hostPort(cfg.AdvertisePeerURL)
-	initial, err := placement.ParseInitialCluster(cfg.InitialCluster, cfg.ClusterToken)
-	if err != nil {
-		return nil, err
-	}
-	i := slices.IndexFunc(initial, func(m *basaltpb.Member) bool { return m.Name == cfg.Name })
-	if i < 0 {
-		return nil, fmt.Errorf("node: couldn't find local name %q in the initial cluster configuration", cfg.Name)
-	}
-	if !slices.Contains(initial[i].PeerUrls, cfg.AdvertisePeerURL) {
-		return nil, fmt.Errorf("node: --initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s",
-			cfg.Name, strings.Join(initial[i].PeerUrls, ","), cfg.AdvertisePeerURL)
-	}
 	n := &Node{cfg: cfg, lg: cfg.Logger}
 	defer func() {
 		if err != nil {
 			n.Stop() // what was started
 		}
 	}()
+	n.gossip, err = placement.StartGossip(cfg.GossipAddr, placement.GossipMeta{
+		Name: cfg.Name, PeerURLs: []string{cfg.AdvertisePeerURL}, ClientURLs: cfg.AdvertiseClientURLs,
+	}, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	id, initial, join, err := n.identity(ctx)
+	if err != nil {
+		return nil, err
+	}
 	n.host, err = placement.Start(placement.Config{
 		Name:              cfg.Name,
 		DataDir:           cfg.DataDir,
 		RaftAddress:       raftAddr,
 		ListenAddress:     raftListen,
 		ClusterToken:      cfg.ClusterToken,
-		MemberID:          initial[i].Id,
+		MemberID:          id,
 		InitialCluster:    initial,
-		Join:              cfg.InitialClusterState == "existing",
+		Join:              join,
 		TransportFactory:  cfg.TransportFactory,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ElectionTimeout:   cfg.ElectionTimeout,
@@ -178,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if !n.host.HasMeta() {
-		return nil, fmt.Errorf("node: member %x is not in the initial cluster's first members and holds no replica; add it with MemberAdd and start it with --initial-cluster-state existing", initial[i].Id)
+		return nil, fmt.Errorf("node: member %x holds no replica; add it with MemberAdd and start it with --initial-cluster-state existing", id)
 	}
 	if err = n.host.Bootstrap(ctx); err != nil {
 		return nil, err
@@ -221,7 +236,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	n.member = &pb.Member{
-		ID:         initial[i].Id,
+		ID:         id,
 		Name:       cfg.Name,
 		PeerURLs:   []string{cfg.AdvertisePeerURL},
 		ClientURLs: cfg.AdvertiseClientURLs,
@@ -268,6 +283,34 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.lg.Info("ready-to-serve", zap.String("name", cfg.Name), zap.String("member-id", fmt.Sprintf("%x", n.member.ID)), zap.Strings("client-urls", cfg.ListenClientURLs), zap.String("data-dir", cfg.DataDir))
 	return n, nil
+}
+
+// identity returns this member's id: from --initial-cluster, or, with
+// --join, from the cluster found through the gossip (which adds this node
+// as a member if it is not one yet). It also returns the initial cluster,
+// and whether this node joins a running cluster.
+func (n *Node) identity(ctx context.Context) (id uint64, initial []*basaltpb.Member, join bool, err error) {
+	cfg := n.cfg
+	if cfg.Join != "" {
+		if err := n.gossip.Join(cfg.Join); err != nil {
+			return 0, nil, false, err
+		}
+		id, err := n.gossip.JoinCluster(ctx, []string{cfg.AdvertisePeerURL})
+		return id, nil, true, err
+	}
+	initial, err = placement.ParseInitialCluster(cfg.InitialCluster, cfg.ClusterToken)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	i := slices.IndexFunc(initial, func(m *basaltpb.Member) bool { return m.Name == cfg.Name })
+	if i < 0 {
+		return 0, nil, false, fmt.Errorf("node: couldn't find local name %q in the initial cluster configuration", cfg.Name)
+	}
+	if !slices.Contains(initial[i].PeerUrls, cfg.AdvertisePeerURL) {
+		return 0, nil, false, fmt.Errorf("node: --initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s",
+			cfg.Name, strings.Join(initial[i].PeerUrls, ","), cfg.AdvertisePeerURL)
+	}
+	return initial[i].Id, initial, cfg.InitialClusterState == "existing", nil
 }
 
 // metaLeader returns the member that leads the meta group (0 when unknown).
@@ -392,6 +435,9 @@ func (n *Node) Stop() {
 	}
 	if n.peers != nil {
 		n.peers.Close()
+	}
+	if n.gossip != nil {
+		n.gossip.Close()
 	}
 	if n.host != nil {
 		n.host.Close()

@@ -78,6 +78,7 @@ func Start(t testing.TB, size int, opts ...Option) *Cluster {
 				DataDir:           t.TempDir(),
 				ListenClientURLs:  []string{client},
 				ListenPeerURL:     peer,
+				GossipAddr:        fmt.Sprintf("127.0.0.1:%d", testnode.FreePort(t)),
 				HeartbeatInterval: 10 * time.Millisecond,
 				ElectionTimeout:   100 * time.Millisecond,
 			},
@@ -102,12 +103,18 @@ func Start(t testing.TB, size int, opts ...Option) *Cluster {
 	return c
 }
 
+// Join starts a new node that joins the cluster by naming the gossip
+// address of node via (--join); it returns its index.
+func (c *Cluster) Join(via int, opts ...Option) int {
+	c.t.Helper()
+	return c.startNew(func(cfg *node.Config) { cfg.Join = c.Nodes[via].cfg.GossipAddr }, opts...)
+}
+
 // Add adds a member through the Cluster API (as a learner if asked) and
 // starts it with --initial-cluster-state existing; it returns its index.
 func (c *Cluster) Add(learner bool, opts ...Option) int {
 	c.t.Helper()
 	peer := fmt.Sprintf("http://127.0.0.1:%d", testnode.FreePort(c.t))
-	client := fmt.Sprintf("http://127.0.0.1:%d", testnode.FreePort(c.t))
 	cl := c.Client(c.t, c.running()...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -120,30 +127,37 @@ func (c *Cluster) Add(learner bool, opts ...Option) int {
 	if err != nil {
 		c.t.Fatalf("member add: %v", err)
 	}
+	return c.startNew(func(cfg *node.Config) {
+		initial := cfg.Name + "=" + peer
+		for _, n := range c.Nodes {
+			initial += "," + n.cfg.Name + "=" + n.cfg.ListenPeerURL
+		}
+		cfg.ListenPeerURL = peer
+		cfg.InitialCluster = initial
+		cfg.InitialClusterState = "existing"
+	}, opts...)
+}
+
+// startNew starts one more node, configured by how, and returns its index.
+func (c *Cluster) startNew(how func(*node.Config), opts ...Option) int {
+	c.t.Helper()
 	name := fmt.Sprintf("node%d", len(c.Nodes)+1)
-	initial := name + "=" + peer
-	for _, n := range c.Nodes {
-		initial += "," + n.cfg.Name + "=" + n.cfg.ListenPeerURL
+	client := fmt.Sprintf("http://127.0.0.1:%d", testnode.FreePort(c.t))
+	cfg := node.Config{
+		Name:              name,
+		DataDir:           c.t.TempDir(),
+		ListenClientURLs:  []string{client},
+		ListenPeerURL:     fmt.Sprintf("http://127.0.0.1:%d", testnode.FreePort(c.t)),
+		GossipAddr:        fmt.Sprintf("127.0.0.1:%d", testnode.FreePort(c.t)),
+		ClusterToken:      c.Nodes[0].cfg.ClusterToken,
+		HeartbeatInterval: c.Nodes[0].cfg.HeartbeatInterval,
+		ElectionTimeout:   c.Nodes[0].cfg.ElectionTimeout,
 	}
-	n := &Node{
-		ClientURL:   client,
-		RaftAddress: strings.TrimPrefix(peer, "http://"),
-		cfg: node.Config{
-			Name:                name,
-			DataDir:             c.t.TempDir(),
-			ListenClientURLs:    []string{client},
-			ListenPeerURL:       peer,
-			InitialCluster:      initial,
-			InitialClusterState: "existing",
-			ClusterToken:        c.Nodes[0].cfg.ClusterToken,
-			HeartbeatInterval:   c.Nodes[0].cfg.HeartbeatInterval,
-			ElectionTimeout:     c.Nodes[0].cfg.ElectionTimeout,
-		},
-	}
+	how(&cfg)
 	for _, o := range opts {
-		o(&n.cfg)
+		o(&cfg)
 	}
-	c.Nodes = append(c.Nodes, n)
+	c.Nodes = append(c.Nodes, &Node{ClientURL: client, RaftAddress: strings.TrimPrefix(cfg.ListenPeerURL, "http://"), cfg: cfg})
 	c.start(len(c.Nodes) - 1)
 	return len(c.Nodes) - 1
 }

@@ -115,3 +115,39 @@ func TestMembershipChanges(t *testing.T) {
 		t.Fatalf("member list with the voter: %v %v", err, ml)
 	}
 }
+
+// A node started with --join naming one member's gossip address is added
+// and serves; restarted, it stays the same member.
+func TestJoinThroughGossip(t *testing.T) {
+	c := Start(t, 3)
+	ctx := ctxT(t, time.Minute)
+	if _, err := c.Client(t).Put(ctx, "before", "v"); err != nil {
+		t.Fatal(err)
+	}
+	j := c.Join(1)
+	jc := c.Client(t, j)
+	if resp, err := jc.Get(ctx, "before"); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("read through the joined node: %v %v", err, resp)
+	}
+	if _, err := jc.Put(ctx, "after", "v"); err != nil {
+		t.Fatalf("put through the joined node: %v", err)
+	}
+	ml, err := jc.MemberList(ctx)
+	if err != nil || len(ml.Members) != 4 {
+		t.Fatalf("member list: %v %v", err, ml)
+	}
+	for _, m := range ml.Members {
+		if m.ID == c.Nodes[j].ID && (m.Name != "node4" || m.IsLearner || len(m.ClientURLs) != 1) {
+			t.Fatalf("joined member: %v", m)
+		}
+	}
+	id := c.Nodes[j].ID
+	c.Stop(j)
+	c.Restart(j)
+	if c.Nodes[j].ID != id {
+		t.Fatalf("restarted joined node has id %x, was %x", c.Nodes[j].ID, id)
+	}
+	if ml, err := c.Client(t, j).MemberList(ctx); err != nil || len(ml.Members) != 4 {
+		t.Fatalf("member list after restart: %v %v", err, ml)
+	}
+}

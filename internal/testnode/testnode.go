@@ -53,6 +53,7 @@ func Start(t testing.TB, opts ...Option) *Node {
 		DataDir:           t.TempDir(),
 		ListenClientURLs:  []string{fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))},
 		ListenPeerURL:     fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		GossipAddr:        fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 		HeartbeatInterval: 10 * time.Millisecond,
 		ElectionTimeout:   100 * time.Millisecond,
 	}
