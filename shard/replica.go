@@ -117,7 +117,8 @@ func (r *Replica) RevokeLease(ctx context.Context, lease int64) (*pb.TxnResponse
 	return r.seq.RevokeLease(ctx, lease)
 }
 
-// ReadAt returns a view of the shard at rev for a linearizable read: it
+// ReadAt returns a view of the shard at rev, a revision from the TSO, for a
+// linearizable read at one revision across shards (on the leader): it
 // waits until every write of the shard at or below rev is applied, then
 // confirms leadership with a ReadIndex, which also waits until this replica
 // has applied everything committed before the read.
@@ -137,6 +138,19 @@ func (r *Replica) ReadAt(ctx context.Context, rev int64) (*mvcc.ReadView, error)
 // Sync returns once this replica has applied everything its shard
 // committed before the call (a ReadIndex, which followers can run too).
 func (r *Replica) Sync(ctx context.Context) error { return r.readIndex(ctx) }
+
+// ReadLatest returns a view of the replica's applied state for a
+// linearizable read of this shard alone, on any replica: a ReadIndex
+// (through the leader, which confirms its leadership) waits until this
+// replica has applied everything committed before the call, so every write
+// acknowledged before it is visible. Writes apply in revision order, so the
+// applied state is the shard at its newest applied revision.
+func (r *Replica) ReadLatest(ctx context.Context) (*mvcc.ReadView, error) {
+	if err := r.readIndex(ctx); err != nil {
+		return nil, err
+	}
+	return r.View(), nil
+}
 
 // View returns a view of the replica's applied state, for serializable
 // reads: no Raft round trip, possibly behind the leader.

@@ -107,16 +107,15 @@ func (c *Coordinator) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeR
 	return resp, err
 }
 
-// view returns the view a read runs on.
+// view returns the view a read runs on: the replica's applied state, for
+// a linearizable read once the replica has applied everything its shard
+// committed before the read (ReadLatest, on any replica, so followers
+// answer linearizable reads themselves).
 func (c *Coordinator) view(ctx context.Context, rep *shard.Replica, serializable bool) (*mvcc.ReadView, error) {
 	if serializable {
 		return rep.View(), nil
 	}
-	rev, err := c.tso.Current(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return rep.ReadAt(ctx, rev)
+	return rep.ReadLatest(ctx)
 }
 
 // Txn runs a transaction on the shard that owns its keys.

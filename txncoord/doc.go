@@ -21,9 +21,9 @@
 //
 // # Requests
 //
-//   - Range: linearizable reads take R = Current() and read the owning shard
-//     at R once it has applied every write at or below R; serializable reads
-//     read the local replica's applied state.
+//   - Range: a linearizable read of one shard runs on the local replica's
+//     applied state after a ReadIndex (any replica, followers included);
+//     serializable reads skip the ReadIndex.
 //   - Txn (Put and DeleteRange are one-operation Txns): a transaction of only
 //     ranges is a read. Otherwise it goes to the shard's sequencer; if its
 //     chosen branch changes nothing it is answered as a read at Current(),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -271,5 +272,28 @@ func TestEtcdctlCluster(t *testing.T) {
 	follower := (target + 1) % 3
 	if out, err := etcdctl(t, ps[follower].clientURL, "", "move-leader", fmt.Sprintf("%x", st.Header.MemberId)); err == nil {
 		t.Fatalf("move-leader through a follower succeeded:\n%s", out)
+	}
+}
+
+// TestBadClusterFlags starts the binary with wrong cluster flags: it exits
+// with etcd's complaint and serves nothing.
+func TestBadClusterFlags(t *testing.T) {
+	peer := "http://" + freeAddr(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--initial-cluster", "other=" + peer}, `couldn't find local name "e2e" in the initial cluster configuration`},
+		{[]string{"--initial-cluster", "e2e=http://127.0.0.1:1"}, "but missing from --initial-advertise-peer-urls"},
+		{[]string{"--initial-cluster", "e2e"}, "is not name=peer-url"},
+		{[]string{"--initial-cluster-state", "maybe"}, "--initial-cluster-state must be new or existing"},
+		{[]string{"--gossip-addr", "nowhere"}, "gossip address"},
+	} {
+		args := append([]string{"--name", "e2e", "--data-dir", t.TempDir(), "--listen-client-urls", "http://" + freeAddr(t),
+			"--listen-peer-urls", peer, "--gossip-addr", freeAddr(t)}, c.args...)
+		out, err := exec.Command(binary, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("basalt %v: %v\n%s\nwant an error with %q", c.args, err, out, c.want)
+		}
 	}
 }

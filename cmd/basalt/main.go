@@ -45,6 +45,7 @@ func run(args []string) error {
 		election        = fs.Int("election-timeout", 1000, "time (in milliseconds) for an election to timeout")
 		maxRequestBytes = fs.Int("max-request-bytes", 1536*1024, "maximum client request size in bytes the server will accept")
 		maxTxnOps       = fs.Int("max-txn-ops", 128, "maximum number of operations permitted in a transaction")
+		snapshotCount   = fs.Uint64("snapshot-count", 10000, "number of committed transactions to trigger a snapshot to disk")
 		logLevel        = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		enablePprof     = fs.Bool("enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/")
 		progressNotify  = fs.Duration("watch-progress-notify-interval", 10*time.Minute, "duration of periodic watch progress notifications")
@@ -80,6 +81,7 @@ func run(args []string) error {
 		ClusterToken:        *clusterToken,
 		InitialCluster:      *initialCluster,
 		InitialClusterState: *clusterState,
+		SnapshotCount:       *snapshotCount,
 		GossipAddr:          *gossipAddr,
 		Join:                *join,
 		HeartbeatInterval:   time.Duration(*heartbeat) * time.Millisecond,

@@ -55,6 +55,9 @@ type Config struct {
 	// InitialClusterState is etcd's --initial-cluster-state: "new" or
 	// "existing".
 	InitialClusterState string
+	// SnapshotCount is etcd's --snapshot-count: applied entries between
+	// Raft snapshots (default 10,000).
+	SnapshotCount uint64
 	// GossipAddr is where this node's memberlist gossip listens (TCP and
 	// UDP; default: the peer URL's host, port + 1).
 	GossipAddr string
@@ -187,6 +190,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		TransportFactory:  cfg.TransportFactory,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ElectionTimeout:   cfg.ElectionTimeout,
+		SnapshotEntries:   cfg.SnapshotCount,
 		Logger:            cfg.Logger,
 	})
 	if err != nil {

@@ -54,6 +54,10 @@ func WithFaults() Option {
 	return func(c *node.Config) { c.TransportFactory = transportFactory{} }
 }
 
+// WithSnapshotCount sets --snapshot-count: applied entries between Raft
+// snapshots (a small count makes a lagging node catch up from a snapshot).
+func WithSnapshotCount(n uint64) Option { return func(c *node.Config) { c.SnapshotCount = n } }
+
 // WithLeaseCheckpointInterval sets how often remaining lease TTLs are
 // recorded.
 func WithLeaseCheckpointInterval(d time.Duration) Option {
