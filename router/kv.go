@@ -36,7 +36,7 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 // rangeRouted runs a range here or at the shard's leader.
 func (k *kvServer) rangeRouted(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	return routed(k.s, ctx, false, func() (*pb.RangeResponse, error) { return k.s.coord.Range(ctx, r) },
-		func(ctx context.Context, conn *grpc.ClientConn) (*pb.RangeResponse, error) {
+		func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.RangeResponse, error) {
 			return pb.NewKVClient(conn).Range(ctx, r)
 		})
 }
@@ -49,8 +49,12 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 		return nil, toGRPCError(ctx, err)
 	}
 	resp, err := routed(k.s, ctx, true, func() (*pb.PutResponse, error) { return k.s.coord.Put(ctx, r) },
-		func(ctx context.Context, conn *grpc.ClientConn) (*pb.PutResponse, error) {
-			return pb.NewKVClient(conn).Put(ctx, r)
+		func(ctx context.Context, leader uint64, _ *grpc.ClientConn) (*pb.PutResponse, error) {
+			resp, err := k.s.fwd.write(ctx, leader, txncoord.PutTxn(r))
+			if err != nil {
+				return nil, err
+			}
+			return txncoord.PutResponse(resp), nil
 		})
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
@@ -67,8 +71,12 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 		return nil, toGRPCError(ctx, err)
 	}
 	resp, err := routed(k.s, ctx, true, func() (*pb.DeleteRangeResponse, error) { return k.s.coord.DeleteRange(ctx, r) },
-		func(ctx context.Context, conn *grpc.ClientConn) (*pb.DeleteRangeResponse, error) {
-			return pb.NewKVClient(conn).DeleteRange(ctx, r)
+		func(ctx context.Context, leader uint64, _ *grpc.ClientConn) (*pb.DeleteRangeResponse, error) {
+			resp, err := k.s.fwd.write(ctx, leader, txncoord.DeleteRangeTxn(r))
+			if err != nil {
+				return nil, err
+			}
+			return txncoord.DeleteRangeResponse(resp), nil
 		})
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
@@ -93,8 +101,8 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 		}
 	}
 	resp, err := routed(k.s, ctx, !txncoord.IsTxnReadonly(r), func() (*pb.TxnResponse, error) { return k.s.coord.Txn(ctx, r) },
-		func(ctx context.Context, conn *grpc.ClientConn) (*pb.TxnResponse, error) {
-			return pb.NewKVClient(conn).Txn(ctx, r)
+		func(ctx context.Context, leader uint64, _ *grpc.ClientConn) (*pb.TxnResponse, error) {
+			return k.s.fwd.write(ctx, leader, r)
 		})
 	if err != nil {
 		return nil, toGRPCError(ctx, err)
@@ -105,7 +113,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 
 func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
 	resp, err := routed(k.s, ctx, true, func() (*pb.CompactionResponse, error) { return k.s.coord.Compact(ctx, r) },
-		func(ctx context.Context, conn *grpc.ClientConn) (*pb.CompactionResponse, error) {
+		func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.CompactionResponse, error) {
 			return pb.NewKVClient(conn).Compact(ctx, r)
 		})
 	if err != nil {

@@ -45,7 +45,7 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 			return nil, err
 		}
 		return l.leaseGrantHere(ctx, r)
-	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseGrantResponse, error) {
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.LeaseGrantResponse, error) {
 		return pb.NewLeaseClient(conn).LeaseGrant(ctx, r)
 	})
 	return resp, toGRPCError(ctx, err)
@@ -73,7 +73,7 @@ func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 			return nil, err
 		}
 		return l.leaseRevokeHere(ctx, r)
-	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseRevokeResponse, error) {
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.LeaseRevokeResponse, error) {
 		return pb.NewLeaseClient(conn).LeaseRevoke(ctx, r)
 	})
 	return resp, toGRPCError(ctx, err)
@@ -96,7 +96,7 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 			return nil, err
 		}
 		return l.leaseTimeToLiveHere(ctx, r)
-	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseTimeToLiveResponse, error) {
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.LeaseTimeToLiveResponse, error) {
 		return pb.NewLeaseClient(conn).LeaseTimeToLive(ctx, r)
 	})
 	return resp, toGRPCError(ctx, err)
@@ -128,7 +128,7 @@ func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest)
 			return nil, err
 		}
 		return l.leaseLeasesHere(ctx, r)
-	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseLeasesResponse, error) {
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.LeaseLeasesResponse, error) {
 		return pb.NewLeaseClient(conn).LeaseLeases(ctx, r)
 	})
 	return resp, toGRPCError(ctx, err)

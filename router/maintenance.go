@@ -108,7 +108,7 @@ func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 			return nil, err
 		}
 		return &pb.MemberAddResponse{Header: c.header(), Member: etcdMember(m), Members: c.members()}, nil
-	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberAddResponse, error) {
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.MemberAddResponse, error) {
 		return pb.NewClusterClient(conn).MemberAdd(ctx, r)
 	})
 	return resp, toGRPCError(ctx, err)
@@ -123,7 +123,7 @@ func (c *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequ
 			return nil, err
 		}
 		return &pb.MemberRemoveResponse{Header: c.header(), Members: c.members()}, nil
-	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberRemoveResponse, error) {
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.MemberRemoveResponse, error) {
 		return pb.NewClusterClient(conn).MemberRemove(ctx, r)
 	})
 	return resp, toGRPCError(ctx, err)
@@ -141,7 +141,7 @@ func (c *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequ
 			return nil, err
 		}
 		return &pb.MemberUpdateResponse{Header: c.header(), Members: c.members()}, nil
-	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberUpdateResponse, error) {
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.MemberUpdateResponse, error) {
 		return pb.NewClusterClient(conn).MemberUpdate(ctx, r)
 	})
 	return resp, toGRPCError(ctx, err)
@@ -156,7 +156,7 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 			return nil, err
 		}
 		return &pb.MemberPromoteResponse{Header: c.header(), Members: c.members()}, nil
-	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberPromoteResponse, error) {
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.MemberPromoteResponse, error) {
 		return pb.NewClusterClient(conn).MemberPromote(ctx, r)
 	})
 	return resp, toGRPCError(ctx, err)

@@ -109,7 +109,7 @@ func isForwarded(ctx context.Context) bool {
 // the leader is unknown or moving, for as long as txncoord.RetryTimeout: a
 // write only when it is certain not to have been applied (the leader
 // answered "no leader", or the connection was never made).
-func routed[Resp any](s *Server, ctx context.Context, write bool, here func() (Resp, error), there func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+func routed[Resp any](s *Server, ctx context.Context, write bool, here func() (Resp, error), there func(ctx context.Context, leader uint64, conn *grpc.ClientConn) (Resp, error)) (Resp, error) {
 	var (
 		deadline time.Time
 		backoff  = time.Millisecond
@@ -122,7 +122,7 @@ func routed[Resp any](s *Server, ctx context.Context, write bool, here func() (R
 		}
 		conn, err := s.peers.conn(leader)
 		if err == nil {
-			resp, err = there(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), conn)
+			resp, err = there(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), leader, conn)
 			if err == nil || !retryableRemote(err, write) {
 				return resp, err
 			}

@@ -139,6 +139,7 @@ type Server struct {
 	lessor *txncoord.Lessor
 	self   *clientv3.Client // for the lock and election services
 	peers  *Peers
+	fwd    *writeForwarder
 	grpc   *grpc.Server
 	lg     *zap.Logger
 
@@ -154,7 +155,7 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger, peers: cfg.Peers}
+	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger, peers: cfg.Peers, fwd: &writeForwarder{peers: cfg.Peers}}
 	// The lock and election services are etcd's own, written against a
 	// client; like etcd, they get one of this server.
 	self, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.SelfEndpoint}, Logger: zap.NewNop()})

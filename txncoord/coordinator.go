@@ -189,20 +189,44 @@ func (c *Coordinator) readTxn(ctx context.Context, rep *shard.Replica, r *pb.Txn
 
 // Put is a transaction of one put.
 func (c *Coordinator) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
-	resp, err := c.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: r}}}})
+	resp, err := c.Txn(ctx, PutTxn(r))
 	if err != nil {
 		return nil, err
 	}
-	return resp.Responses[0].GetResponsePut(), nil
+	return PutResponse(resp), nil
 }
 
 // DeleteRange is a transaction of one delete.
 func (c *Coordinator) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
-	resp, err := c.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: r}}}})
+	resp, err := c.Txn(ctx, DeleteRangeTxn(r))
 	if err != nil {
 		return nil, err
 	}
-	return resp.Responses[0].GetResponseDeleteRange(), nil
+	return DeleteRangeResponse(resp), nil
+}
+
+// PutTxn is the transaction of one put.
+func PutTxn(r *pb.PutRequest) *pb.TxnRequest {
+	return &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: r}}}}
+}
+
+// PutResponse is a put's response, from its transaction's.
+func PutResponse(resp *pb.TxnResponse) *pb.PutResponse {
+	out := resp.Responses[0].GetResponsePut()
+	out.Header = resp.Header
+	return out
+}
+
+// DeleteRangeTxn is the transaction of one delete.
+func DeleteRangeTxn(r *pb.DeleteRangeRequest) *pb.TxnRequest {
+	return &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: r}}}}
+}
+
+// DeleteRangeResponse is a delete's response, from its transaction's.
+func DeleteRangeResponse(resp *pb.TxnResponse) *pb.DeleteRangeResponse {
+	out := resp.Responses[0].GetResponseDeleteRange()
+	out.Header = resp.Header
+	return out
 }
 
 // Compact compacts every shard at r.Revision and records the compaction in

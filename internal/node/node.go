@@ -146,6 +146,8 @@ type Node struct {
 	tsoClient *txncoord.TSOClient
 	peers     *router.Peers
 	gossip    *placement.Gossip
+	// stopping is closed when Stop begins.
+	stopping chan struct{}
 	coord     *txncoord.Coordinator
 	lessor    *txncoord.Lessor
 	hub       *watchfanout.Hub
@@ -162,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	logging.RouteDragonboat(cfg.Logger)
 	raftListen, _ := hostPort(cfg.ListenPeerURL)
 	raftAddr, _ := hostPort(cfg.AdvertisePeerURL)
-	n := &Node{cfg: cfg, lg: cfg.Logger}
+	n := &Node{cfg: cfg, lg: cfg.Logger, stopping: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Stop() // what was started
@@ -377,28 +379,44 @@ func (n *Node) metaLeaderChanged(info raftio.LeaderInfo) {
 		return
 	}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		// A new leader serves reads only once it committed an entry of its
-		// term: until then, the ReadIndex under Start is dropped.
-		start := func(f func(context.Context) error) error {
-			return txncoord.Retry(ctx, func() error {
-				if !n.IsMetaLeader() {
-					return nil // a later change starts them where they belong
-				}
-				return f(ctx)
-			})
-		}
-		if err := start(n.tso.Start); err != nil {
-			n.lg.Warn("start-tso", zap.Error(err))
-			return
-		}
-		if n.lessor != nil {
-			if err := start(n.lessor.Promote); err != nil {
-				n.lg.Warn("start-lessor", zap.Error(err))
+		go func() {
+			select {
+			case <-n.stopping:
+				cancel()
+			case <-ctx.Done():
 			}
+		}()
+		n.startLeaderRole(ctx, "tso", n.tso.Start)
+		if n.lessor != nil {
+			n.startLeaderRole(ctx, "lessor", n.lessor.Promote)
 		}
 	}()
+}
+
+// startLeaderRole runs start (the TSO's or the lessor's) until it succeeds,
+// this node no longer leads the meta group (a later change starts it where
+// it belongs), or the node stops. A new leader serves reads only once it
+// committed an entry of its term, and a loaded machine may take a while:
+// the role must not stay unstarted on the leader.
+func (n *Node) startLeaderRole(ctx context.Context, role string, start func(context.Context) error) {
+	backoff := time.Millisecond
+	for n.IsMetaLeader() {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := start(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		n.lg.Debug("start-"+role, zap.Error(err))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
 
 // ClientAddrs returns the addresses the node serves clients on.
@@ -413,6 +431,7 @@ func (n *Node) ClientAddrs() []string {
 // Stop stops serving, stops the writers, lowers the TSO ceiling so that the
 // next start continues without a revision gap, and closes the store.
 func (n *Node) Stop() {
+	close(n.stopping)
 	if n.server != nil {
 		n.server.Stop()
 	}

@@ -1166,7 +1166,8 @@ func (x *Member) GetIsLearner() bool {
 	return false
 }
 
-// PutMember creates or replaces a member of the registry.
+// PutMember creates or replaces a member of the registry. A member without
+// client URLs keeps those already recorded.
 type PutMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
@@ -1584,6 +1585,159 @@ func (*RevokeLeaseKeysResponse) Descriptor() ([]byte, []int) {
 	return file_basalt_proto_rawDescGZIP(), []int{25}
 }
 
+type WriteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// txns are marshaled etcdserverpb.TxnRequests (Put and DeleteRange are
+	// one-operation transactions).
+	Txns          [][]byte `protobuf:"bytes,1,rep,name=txns,proto3" json:"txns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteRequest) Reset() {
+	*x = WriteRequest{}
+	mi := &file_basalt_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteRequest) ProtoMessage() {}
+
+func (x *WriteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
+func (*WriteRequest) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WriteRequest) GetTxns() [][]byte {
+	if x != nil {
+		return x.Txns
+	}
+	return nil
+}
+
+type WriteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results answer txns, in order.
+	Results       []*WriteResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteResponse) Reset() {
+	*x = WriteResponse{}
+	mi := &file_basalt_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteResponse) ProtoMessage() {}
+
+func (x *WriteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
+func (*WriteResponse) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WriteResponse) GetResults() []*WriteResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// WriteResult is a transaction's response (a marshaled
+// etcdserverpb.TxnResponse), or etcd's gRPC error for it.
+type WriteResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnResponse   []byte                 `protobuf:"bytes,1,opt,name=txn_response,json=txnResponse,proto3" json:"txn_response,omitempty"`
+	Code          uint32                 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteResult) Reset() {
+	*x = WriteResult{}
+	mi := &file_basalt_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteResult) ProtoMessage() {}
+
+func (x *WriteResult) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteResult.ProtoReflect.Descriptor instead.
+func (*WriteResult) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WriteResult) GetTxnResponse() []byte {
+	if x != nil {
+		return x.TxnResponse
+	}
+	return nil
+}
+
+func (x *WriteResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *WriteResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_basalt_proto protoreflect.FileDescriptor
 
 const file_basalt_proto_rawDesc = "" +
@@ -1677,7 +1831,15 @@ const file_basalt_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\".\n" +
 	"\x16RevokeLeaseKeysRequest\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\x03R\x05lease\"\x19\n" +
-	"\x17RevokeLeaseKeysResponse*\xa9\x01\n" +
+	"\x17RevokeLeaseKeysResponse\"\"\n" +
+	"\fWriteRequest\x12\x12\n" +
+	"\x04txns\x18\x01 \x03(\fR\x04txns\">\n" +
+	"\rWriteResponse\x12-\n" +
+	"\aresults\x18\x01 \x03(\v2\x13.basalt.WriteResultR\aresults\"^\n" +
+	"\vWriteResult\x12!\n" +
+	"\ftxn_response\x18\x01 \x01(\fR\vtxnResponse\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage*\xa9\x01\n" +
 	"\tErrorCode\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x12\n" +
 	"\x0eSTALE_REVISION\x10\x01\x12\x11\n" +
@@ -1687,11 +1849,12 @@ const file_basalt_proto_rawDesc = "" +
 	"\tCOMPACTED\x10\x05\x12\f\n" +
 	"\bNO_WRITE\x10\x06\x12\x10\n" +
 	"\fLEASE_EXISTS\x10\a\x12\x14\n" +
-	"\x10MEMBER_NOT_FOUND\x10\b2\xd9\x01\n" +
+	"\x10MEMBER_NOT_FOUND\x10\b2\x8f\x02\n" +
 	"\bInternal\x12=\n" +
 	"\bAllocate\x12\x17.basalt.AllocateRequest\x1a\x18.basalt.AllocateResponse\x12:\n" +
 	"\aCurrent\x12\x16.basalt.CurrentRequest\x1a\x17.basalt.CurrentResponse\x12R\n" +
-	"\x0fRevokeLeaseKeys\x12\x1e.basalt.RevokeLeaseKeysRequest\x1a\x1f.basalt.RevokeLeaseKeysResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
+	"\x0fRevokeLeaseKeys\x12\x1e.basalt.RevokeLeaseKeysRequest\x1a\x1f.basalt.RevokeLeaseKeysResponse\x124\n" +
+	"\x05Write\x12\x14.basalt.WriteRequest\x1a\x15.basalt.WriteResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
 
 var (
 	file_basalt_proto_rawDescOnce sync.Once
@@ -1706,7 +1869,7 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_basalt_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: basalt.ErrorCode
 	(*DataCommand)(nil),             // 1: basalt.DataCommand
@@ -1735,7 +1898,10 @@ var file_basalt_proto_goTypes = []any{
 	(*CurrentResponse)(nil),         // 24: basalt.CurrentResponse
 	(*RevokeLeaseKeysRequest)(nil),  // 25: basalt.RevokeLeaseKeysRequest
 	(*RevokeLeaseKeysResponse)(nil), // 26: basalt.RevokeLeaseKeysResponse
-	nil,                             // 27: basalt.ShardDescriptor.ReplicasEntry
+	(*WriteRequest)(nil),            // 27: basalt.WriteRequest
+	(*WriteResponse)(nil),           // 28: basalt.WriteResponse
+	(*WriteResult)(nil),             // 29: basalt.WriteResult
+	nil,                             // 30: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
 	2,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
@@ -1751,24 +1917,27 @@ var file_basalt_proto_depIdxs = []int32{
 	14, // 10: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
 	18, // 11: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
 	19, // 12: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
-	27, // 13: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	30, // 13: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
 	9,  // 14: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
 	11, // 15: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
 	0,  // 16: basalt.MetaResult.error:type_name -> basalt.ErrorCode
 	17, // 17: basalt.PutMember.member:type_name -> basalt.Member
 	9,  // 18: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
 	17, // 19: basalt.MetaState.members:type_name -> basalt.Member
-	21, // 20: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
-	23, // 21: basalt.Internal.Current:input_type -> basalt.CurrentRequest
-	25, // 22: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
-	22, // 23: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
-	24, // 24: basalt.Internal.Current:output_type -> basalt.CurrentResponse
-	26, // 25: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
-	23, // [23:26] is the sub-list for method output_type
-	20, // [20:23] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	29, // 20: basalt.WriteResponse.results:type_name -> basalt.WriteResult
+	21, // 21: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
+	23, // 22: basalt.Internal.Current:input_type -> basalt.CurrentRequest
+	25, // 23: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
+	27, // 24: basalt.Internal.Write:input_type -> basalt.WriteRequest
+	22, // 25: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
+	24, // 26: basalt.Internal.Current:output_type -> basalt.CurrentResponse
+	26, // 27: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
+	28, // 28: basalt.Internal.Write:output_type -> basalt.WriteResponse
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_basalt_proto_init() }
@@ -1797,7 +1966,7 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	Internal_Allocate_FullMethodName        = "/basalt.Internal/Allocate"
 	Internal_Current_FullMethodName         = "/basalt.Internal/Current"
 	Internal_RevokeLeaseKeys_FullMethodName = "/basalt.Internal/RevokeLeaseKeys"
+	Internal_Write_FullMethodName           = "/basalt.Internal/Write"
 )
 
 // InternalClient is the client API for Internal service.
@@ -47,6 +48,9 @@ type InternalClient interface {
 	// RevokeLeaseKeys deletes the keys attached to a lease that the meta group
 	// has dropped, at the leader of the data shards that hold them.
 	RevokeLeaseKeys(ctx context.Context, in *RevokeLeaseKeysRequest, opts ...grpc.CallOption) (*RevokeLeaseKeysResponse, error)
+	// Write runs write transactions that clients sent to another member, at
+	// the leader of their shard: a member batches the writes it forwards.
+	Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteResponse, error)
 }
 
 type internalClient struct {
@@ -87,6 +91,16 @@ func (c *internalClient) RevokeLeaseKeys(ctx context.Context, in *RevokeLeaseKey
 	return out, nil
 }
 
+func (c *internalClient) Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteResponse)
+	err := c.cc.Invoke(ctx, Internal_Write_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -103,6 +117,9 @@ type InternalServer interface {
 	// RevokeLeaseKeys deletes the keys attached to a lease that the meta group
 	// has dropped, at the leader of the data shards that hold them.
 	RevokeLeaseKeys(context.Context, *RevokeLeaseKeysRequest) (*RevokeLeaseKeysResponse, error)
+	// Write runs write transactions that clients sent to another member, at
+	// the leader of their shard: a member batches the writes it forwards.
+	Write(context.Context, *WriteRequest) (*WriteResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -121,6 +138,9 @@ func (UnimplementedInternalServer) Current(context.Context, *CurrentRequest) (*C
 }
 func (UnimplementedInternalServer) RevokeLeaseKeys(context.Context, *RevokeLeaseKeysRequest) (*RevokeLeaseKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeLeaseKeys not implemented")
+}
+func (UnimplementedInternalServer) Write(context.Context, *WriteRequest) (*WriteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Write not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -197,6 +217,24 @@ func _Internal_RevokeLeaseKeys_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_Write_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WriteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Write(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Write_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Write(ctx, req.(*WriteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -215,6 +253,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeLeaseKeys",
 			Handler:    _Internal_RevokeLeaseKeys_Handler,
+		},
+		{
+			MethodName: "Write",
+			Handler:    _Internal_Write_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
