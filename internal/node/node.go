@@ -147,7 +147,7 @@ type Node struct {
 	peers     *router.Peers
 	gossip    *placement.Gossip
 	// stopping is closed when Stop begins.
-	stopping chan struct{}
+	stopping  chan struct{}
 	coord     *txncoord.Coordinator
 	lessor    *txncoord.Lessor
 	hub       *watchfanout.Hub
