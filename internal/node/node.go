@@ -232,14 +232,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}, n.host.MetaGroup(), n.host.Meta(), n.coord)
 	// The TSO and the lessor serve where the meta group's leader is; its
 	// election may have been reported before the watcher was registered.
-	if n.metaLeader() == n.host.ReplicaID() {
-		if err = n.tso.Start(ctx); err != nil {
-			return nil, fmt.Errorf("node: start TSO: %w", err)
-		}
-		if err = n.lessor.Promote(ctx); err != nil {
-			return nil, fmt.Errorf("node: start lessor: %w", err)
-		}
-	}
+	n.startLeaderRole(ctx, "tso", n.tso.Start)
+	n.startLeaderRole(ctx, "lessor", n.lessor.Promote)
 
 	n.member = &pb.Member{
 		ID:         id,
@@ -374,7 +368,13 @@ func (n *Node) metaLeaderChanged(info raftio.LeaderInfo) {
 	if info.LeaderID != n.host.ReplicaID() {
 		n.tso.Stop()
 		if n.lessor != nil {
-			go n.lessor.Demote()
+			go func() {
+				// Leadership may have come back meanwhile; its own change
+				// promotes the lessor again, and must not be undone here.
+				if !n.IsMetaLeader() {
+					n.lessor.Demote()
+				}
+			}()
 		}
 		return
 	}

@@ -260,32 +260,29 @@ func (c *Cluster) Client(t testing.TB, idx ...int) *clientv3.Client {
 // until one does.
 func (c *Cluster) Leader() int {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for i, n := range c.Nodes {
-			if n.Node != nil && n.Node.IsDataLeader() {
-				return i
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	c.t.Fatal("no data shard leader")
-	return -1
+	return c.waitNode("data shard leader", func(n *node.Node) bool { return n.IsDataLeader() })
 }
 
 // MetaLeader returns the index of the node that leads the meta group,
 // waiting until one does.
 func (c *Cluster) MetaLeader() int {
 	c.t.Helper()
+	return c.waitNode("meta group leader", func(n *node.Node) bool { return n.IsMetaLeader() })
+}
+
+// waitNode returns the index of the first running node for which ok
+// holds, waiting until one does.
+func (c *Cluster) waitNode(what string, ok func(*node.Node) bool) int {
+	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for i, n := range c.Nodes {
-			if n.Node != nil && n.Node.IsMetaLeader() {
+			if n.Node != nil && ok(n.Node) {
 				return i
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c.t.Fatal("no meta group leader")
+	c.t.Fatalf("no %s", what)
 	return -1
 }
