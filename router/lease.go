@@ -21,6 +21,19 @@ type leaseServer struct {
 	s *Server
 }
 
+// atMetaLeader runs a request here when this member leads the meta group
+// (or no leader is known yet), and at the leader otherwise (routed).
+func atMetaLeader[Resp any](s *Server, ctx context.Context, write bool, here func() (Resp, error), there func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+	resp, err := routed(s, ctx, write, func() (Resp, error) {
+		if err := s.metaLeaderElsewhere(); err != nil {
+			var none Resp
+			return none, err
+		}
+		return here()
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (Resp, error) { return there(ctx, conn) })
+	return resp, toGRPCError(ctx, err)
+}
+
 // metaLeaderElsewhere returns a NotLeaderError naming the meta group's
 // leader when that is another member.
 func (s *Server) metaLeaderElsewhere() error {
@@ -40,15 +53,10 @@ func (l *leaseServer) currentHeader(ctx context.Context) (*pb.ResponseHeader, er
 }
 
 func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
-	resp, err := routed(l.s, ctx, true, func() (*pb.LeaseGrantResponse, error) {
-		if err := l.s.metaLeaderElsewhere(); err != nil {
-			return nil, err
-		}
-		return l.leaseGrantHere(ctx, r)
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.LeaseGrantResponse, error) {
-		return pb.NewLeaseClient(conn).LeaseGrant(ctx, r)
-	})
-	return resp, toGRPCError(ctx, err)
+	return atMetaLeader(l.s, ctx, true, func() (*pb.LeaseGrantResponse, error) { return l.leaseGrantHere(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseGrantResponse, error) {
+			return pb.NewLeaseClient(conn).LeaseGrant(ctx, r)
+		})
 }
 
 func (l *leaseServer) leaseGrantHere(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
@@ -68,15 +76,10 @@ func (l *leaseServer) leaseGrantHere(ctx context.Context, r *pb.LeaseGrantReques
 }
 
 func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	resp, err := routed(l.s, ctx, true, func() (*pb.LeaseRevokeResponse, error) {
-		if err := l.s.metaLeaderElsewhere(); err != nil {
-			return nil, err
-		}
-		return l.leaseRevokeHere(ctx, r)
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.LeaseRevokeResponse, error) {
-		return pb.NewLeaseClient(conn).LeaseRevoke(ctx, r)
-	})
-	return resp, toGRPCError(ctx, err)
+	return atMetaLeader(l.s, ctx, true, func() (*pb.LeaseRevokeResponse, error) { return l.leaseRevokeHere(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseRevokeResponse, error) {
+			return pb.NewLeaseClient(conn).LeaseRevoke(ctx, r)
+		})
 }
 
 func (l *leaseServer) leaseRevokeHere(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
@@ -91,15 +94,10 @@ func (l *leaseServer) leaseRevokeHere(ctx context.Context, r *pb.LeaseRevokeRequ
 }
 
 func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	resp, err := routed(l.s, ctx, false, func() (*pb.LeaseTimeToLiveResponse, error) {
-		if err := l.s.metaLeaderElsewhere(); err != nil {
-			return nil, err
-		}
-		return l.leaseTimeToLiveHere(ctx, r)
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.LeaseTimeToLiveResponse, error) {
-		return pb.NewLeaseClient(conn).LeaseTimeToLive(ctx, r)
-	})
-	return resp, toGRPCError(ctx, err)
+	return atMetaLeader(l.s, ctx, false, func() (*pb.LeaseTimeToLiveResponse, error) { return l.leaseTimeToLiveHere(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseTimeToLiveResponse, error) {
+			return pb.NewLeaseClient(conn).LeaseTimeToLive(ctx, r)
+		})
 }
 
 func (l *leaseServer) leaseTimeToLiveHere(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
@@ -123,15 +121,10 @@ func (l *leaseServer) leaseTimeToLiveHere(ctx context.Context, r *pb.LeaseTimeTo
 }
 
 func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
-	resp, err := routed(l.s, ctx, false, func() (*pb.LeaseLeasesResponse, error) {
-		if err := l.s.metaLeaderElsewhere(); err != nil {
-			return nil, err
-		}
-		return l.leaseLeasesHere(ctx, r)
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.LeaseLeasesResponse, error) {
-		return pb.NewLeaseClient(conn).LeaseLeases(ctx, r)
-	})
-	return resp, toGRPCError(ctx, err)
+	return atMetaLeader(l.s, ctx, false, func() (*pb.LeaseLeasesResponse, error) { return l.leaseLeasesHere(ctx, r) },
+		func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseLeasesResponse, error) {
+			return pb.NewLeaseClient(conn).LeaseLeases(ctx, r)
+		})
 }
 
 func (l *leaseServer) leaseLeasesHere(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {

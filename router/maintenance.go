@@ -99,67 +99,51 @@ func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 	if len(r.PeerURLs) == 0 {
 		return nil, rpctypes.ErrGRPCMemberBadURLs
 	}
-	resp, err := routed(c.s, ctx, true, func() (*pb.MemberAddResponse, error) {
-		if err := c.s.metaLeaderElsewhere(); err != nil {
-			return nil, err
-		}
+	return atMetaLeader(c.s, ctx, true, func() (*pb.MemberAddResponse, error) {
 		m, err := c.s.cfg.Membership.AddMember(ctx, r.PeerURLs, r.IsLearner)
 		if err != nil {
 			return nil, err
 		}
 		return &pb.MemberAddResponse{Header: c.header(), Member: etcdMember(m), Members: c.members()}, nil
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.MemberAddResponse, error) {
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberAddResponse, error) {
 		return pb.NewClusterClient(conn).MemberAdd(ctx, r)
 	})
-	return resp, toGRPCError(ctx, err)
 }
 
 func (c *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
-	resp, err := routed(c.s, ctx, true, func() (*pb.MemberRemoveResponse, error) {
-		if err := c.s.metaLeaderElsewhere(); err != nil {
-			return nil, err
-		}
+	return atMetaLeader(c.s, ctx, true, func() (*pb.MemberRemoveResponse, error) {
 		if err := c.s.cfg.Membership.RemoveMember(ctx, r.ID); err != nil {
 			return nil, err
 		}
 		return &pb.MemberRemoveResponse{Header: c.header(), Members: c.members()}, nil
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.MemberRemoveResponse, error) {
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberRemoveResponse, error) {
 		return pb.NewClusterClient(conn).MemberRemove(ctx, r)
 	})
-	return resp, toGRPCError(ctx, err)
 }
 
 func (c *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
 	if len(r.PeerURLs) == 0 {
 		return nil, rpctypes.ErrGRPCMemberBadURLs
 	}
-	resp, err := routed(c.s, ctx, true, func() (*pb.MemberUpdateResponse, error) {
-		if err := c.s.metaLeaderElsewhere(); err != nil {
-			return nil, err
-		}
+	return atMetaLeader(c.s, ctx, true, func() (*pb.MemberUpdateResponse, error) {
 		if err := c.s.cfg.Membership.UpdateMember(ctx, r.ID, r.PeerURLs); err != nil {
 			return nil, err
 		}
 		return &pb.MemberUpdateResponse{Header: c.header(), Members: c.members()}, nil
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.MemberUpdateResponse, error) {
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberUpdateResponse, error) {
 		return pb.NewClusterClient(conn).MemberUpdate(ctx, r)
 	})
-	return resp, toGRPCError(ctx, err)
 }
 
 func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
-	resp, err := routed(c.s, ctx, true, func() (*pb.MemberPromoteResponse, error) {
-		if err := c.s.metaLeaderElsewhere(); err != nil {
-			return nil, err
-		}
+	return atMetaLeader(c.s, ctx, true, func() (*pb.MemberPromoteResponse, error) {
 		if err := c.s.cfg.Membership.PromoteMember(ctx, r.ID); err != nil {
 			return nil, err
 		}
 		return &pb.MemberPromoteResponse{Header: c.header(), Members: c.members()}, nil
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.MemberPromoteResponse, error) {
+	}, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MemberPromoteResponse, error) {
 		return pb.NewClusterClient(conn).MemberPromote(ctx, r)
 	})
-	return resp, toGRPCError(ctx, err)
 }
 
 func (c *clusterServer) header() *pb.ResponseHeader {
