@@ -3,37 +3,41 @@ package router
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/basaltdb/basalt/internal/combine"
 	"github.com/basaltdb/basalt/proto/basaltpb"
 	"github.com/basaltdb/basalt/txncoord"
 )
 
-// forwardLanes is how many batches of forwarded writes may be in flight to
-// one leader at once.
-const forwardLanes = 4
-
 // writeForwarder sends the write transactions this member forwards to a
-// shard's leader in batches: every write that arrives while a lane's call
-// is in flight goes into that lane's next Internal.Write call. One call per
-// batch instead of one per write keeps forwarding cheap for both members.
+// shard's leader in batches: a sender per leader takes every write waiting
+// when it looks and sends them in one Internal.Write call, without waiting
+// for earlier calls to return. Under load one call carries many writes;
+// alone, a write goes at once. One call per batch instead of one per write
+// keeps forwarding cheap for both members.
 type writeForwarder struct {
 	peers *Peers
 
+	stopc chan struct{} // closed when the server stops
+
 	mu      sync.Mutex
-	leaders map[uint64]*leaderLanes
+	senders map[uint64]chan *forwardedWrite
 }
 
-type leaderLanes struct {
-	next  atomic.Uint32
-	lanes [forwardLanes]*combine.Combiner[*forwardedWrite]
+func newWriteForwarder(peers *Peers) *writeForwarder {
+	return &writeForwarder{peers: peers, stopc: make(chan struct{})}
 }
+
+// stop ends the senders; writes still waiting to be sent fail.
+func (f *writeForwarder) stop() { close(f.stopc) }
+
+// maxForwardBatch bounds the writes of one Internal.Write call.
+const maxForwardBatch = 256
 
 type forwardedWrite struct {
 	txn  []byte
@@ -49,8 +53,13 @@ func (f *writeForwarder) write(ctx context.Context, leader uint64, txn *pb.TxnRe
 		return nil, err
 	}
 	w := &forwardedWrite{txn: data, done: make(chan struct{})}
-	l := f.lanesOf(leader)
-	l.lanes[l.next.Add(1)%forwardLanes].Submit(w)
+	select {
+	case f.senderOf(leader) <- w:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-f.stopc:
+		return nil, rpctypes.ErrGRPCStopped
+	}
 	select {
 	case <-w.done:
 		return w.resp, w.err
@@ -59,21 +68,44 @@ func (f *writeForwarder) write(ctx context.Context, leader uint64, txn *pb.TxnRe
 	}
 }
 
-func (f *writeForwarder) lanesOf(leader uint64) *leaderLanes {
+// senderOf returns the queue of the sender to leader, starting it.
+func (f *writeForwarder) senderOf(leader uint64) chan<- *forwardedWrite {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if l, ok := f.leaders[leader]; ok {
-		return l
+	if q, ok := f.senders[leader]; ok {
+		return q
 	}
-	if f.leaders == nil {
-		f.leaders = make(map[uint64]*leaderLanes)
+	if f.senders == nil {
+		f.senders = make(map[uint64]chan *forwardedWrite)
 	}
-	l := &leaderLanes{}
-	for i := range l.lanes {
-		l.lanes[i] = combine.New(func(batch []*forwardedWrite) { f.send(leader, batch) })
+	q := make(chan *forwardedWrite, maxForwardBatch)
+	f.senders[leader] = q
+	go f.sender(leader, q)
+	return q
+}
+
+// sender batches what waits in q and sends each batch in its own
+// goroutine, until the server stops.
+func (f *writeForwarder) sender(leader uint64, q chan *forwardedWrite) {
+	for {
+		var w *forwardedWrite
+		select {
+		case w = <-q:
+		case <-f.stopc:
+			return
+		}
+		batch := []*forwardedWrite{w}
+	drain:
+		for len(batch) < maxForwardBatch {
+			select {
+			case w := <-q:
+				batch = append(batch, w)
+			default:
+				break drain
+			}
+		}
+		go f.send(leader, batch)
 	}
-	f.leaders[leader] = l
-	return l
 }
 
 // send makes one Internal.Write call for a batch, bounded by RetryTimeout

@@ -155,7 +155,7 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger, peers: cfg.Peers, fwd: &writeForwarder{peers: cfg.Peers}}
+	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger, peers: cfg.Peers, fwd: newWriteForwarder(cfg.Peers)}
 	// The lock and election services are etcd's own, written against a
 	// client; like etcd, they get one of this server.
 	self, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.SelfEndpoint}, Logger: zap.NewNop()})
@@ -235,6 +235,7 @@ func (s *Server) Stop() {
 	}
 	_ = s.self.Close()
 	s.grpc.Stop()
+	s.fwd.stop()
 	for _, m := range muxes {
 		m.Close()
 	}

@@ -188,7 +188,11 @@ func TestCutOffNodeServesNoStaleRead(t *testing.T) {
 		c.Cut(victim)
 		others := c.Client(t, (victim+1)%3, (victim+2)%3)
 		waitFor(t, "the majority writes", func() bool {
-			_, err := others.Put(ctx, "k", fmt.Sprint("new", victim))
+			// As a client with a request timeout: a write sent to the cut-off
+			// leader before the others noticed fails, and is tried again.
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := others.Put(pctx, "k", fmt.Sprint("new", victim))
 			return err == nil
 		})
 		cut := c.Client(t, victim)
@@ -204,7 +208,9 @@ func TestCutOffNodeServesNoStaleRead(t *testing.T) {
 		}
 		c.Heal(victim)
 		waitFor(t, "the healed node serves the new value", func() bool {
-			resp, err := cut.Get(ctx, "k")
+			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			resp, err := cut.Get(gctx, "k")
 			return err == nil && string(resp.Kvs[0].Value) == fmt.Sprint("new", victim)
 		})
 	}
