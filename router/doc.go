@@ -13,9 +13,10 @@
 // Any node serves any request: when the coordinator answers that another
 // member leads what a request needs (shard.NotLeaderError), the router sends
 // the same request to that member (peers.go), marked so that it is not
-// forwarded again, and retries while the leader moves. Lease calls go to the
-// meta group's leader; keep-alive streams are relayed. The Internal service
-// (basalt.proto) serves other members: the TSO, and lease key revocation.
+// forwarded again, and retries while the leader moves. Writes travel in
+// batches (forward.go); lease calls go to the meta group's leader;
+// keep-alive streams are relayed. The Internal service (basalt.proto)
+// serves other members: the TSO, lease key revocation, forwarded writes.
 //
 // Response headers carry the cluster id, this member's id, the Raft term and
 // the revision the coordinator reports.
