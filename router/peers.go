@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,41 +25,42 @@ import (
 // Peers keeps one gRPC connection to each other member's client URL, for
 // forwarding requests and for the Internal service.
 type Peers struct {
-	members func() []*basaltpb.Member
+	member func(id uint64) *basaltpb.Member
 
 	mu    sync.Mutex
 	conns map[uint64]peerConn
 }
 
 type peerConn struct {
-	target string
-	conn   *grpc.ClientConn
+	url  string // the client URL dialed
+	conn *grpc.ClientConn
 }
 
 // errNoPeerURL is returned for a member that has not published its client
 // URLs yet; the request is retried.
 var errNoPeerURL = &shard.NotLeaderError{}
 
-// NewPeers returns the connections to the members the registry lists.
-func NewPeers(members func() []*basaltpb.Member) *Peers { return &Peers{members: members} }
+// NewPeers returns the connections to the members of the registry that
+// member looks up.
+func NewPeers(member func(id uint64) *basaltpb.Member) *Peers { return &Peers{member: member} }
 
 // conn returns the connection to a member.
 func (p *Peers) conn(id uint64) (*grpc.ClientConn, error) {
-	members := p.members()
-	i := slices.IndexFunc(members, func(m *basaltpb.Member) bool { return m.Id == id && len(m.ClientUrls) > 0 })
-	if i < 0 {
+	m := p.member(id)
+	if m == nil || len(m.ClientUrls) == 0 {
 		return nil, errNoPeerURL
 	}
-	u, err := url.Parse(members[i].ClientUrls[0])
-	if err != nil {
-		return nil, fmt.Errorf("router: member %x: %w", id, err)
-	}
+	target := m.ClientUrls[0]
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.conns[id]; ok && c.target == u.Host {
+	if c, ok := p.conns[id]; ok && c.url == target {
 		return c.conn, nil
 	} else if ok {
-		_ = c.conn.Close()
+		_ = c.conn.Close() // the member published another URL
+	}
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, fmt.Errorf("router: member %x: %w", id, err)
 	}
 	conn, err := grpc.NewClient(u.Host,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -71,7 +71,7 @@ func (p *Peers) conn(id uint64) (*grpc.ClientConn, error) {
 	if p.conns == nil {
 		p.conns = make(map[uint64]peerConn)
 	}
-	p.conns[id] = peerConn{target: u.Host, conn: conn}
+	p.conns[id] = peerConn{url: target, conn: conn}
 	return conn, nil
 }
 

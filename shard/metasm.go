@@ -254,6 +254,26 @@ func putShard(s *basaltpb.MetaState, d *basaltpb.ShardDescriptor) {
 	s.Shards = append(s.Shards, d)
 }
 
+// Members returns the member registry in id order, without copying the
+// rest of the state. Members are replaced, never changed in place, so the
+// caller may keep them; it must not change them.
+func (m *MetaStateMachine) Members() []*basaltpb.Member {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.Clone(m.state.Members)
+}
+
+// Member returns the registry's member id (read-only, as Members), or nil.
+func (m *MetaStateMachine) Member(id uint64) *basaltpb.Member {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	i, found := slices.BinarySearchFunc(m.state.Members, id, func(e *basaltpb.Member, id uint64) int { return cmp.Compare(e.Id, id) })
+	if !found {
+		return nil
+	}
+	return m.state.Members[i]
+}
+
 // State returns a copy of the applied state. Callers that need it
 // linearizable read it after a ReadIndex on the meta group.
 func (m *MetaStateMachine) State() *basaltpb.MetaState {

@@ -204,7 +204,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err = n.host.Bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	n.peers = router.NewPeers(func() []*basaltpb.Member { return n.host.Meta().State().Members })
+	n.peers = router.NewPeers(n.host.Meta().Member)
 	n.tso = txncoord.NewTSO(n.host.MetaGroup(), 0)
 	n.host.OnLeaderChange(n.metaLeaderChanged)
 	n.tsoClient = txncoord.NewTSOClient(txncoord.NewRoutedTSO(n.tso, n.host.ReplicaID(), n.metaLeader, n.peers))
@@ -252,7 +252,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.server, err = router.New(router.Config{
 		ClusterID:       clusterID(cfg.ClusterToken),
 		Member:          n.member,
-		Members:         func() []*basaltpb.Member { return n.host.Meta().State().Members },
+		Members:         n.host.Meta().Members,
 		Peers:           n.peers,
 		MetaLeader:      n.metaLeader,
 		TSO:             n.tso,
@@ -491,10 +491,8 @@ func (n *Node) status() router.NodeStatus {
 		st.RaftIndex = rep.Shard().AppliedIndex()
 		st.RaftAppliedIndex = st.RaftIndex
 	}
-	for _, m := range n.host.Meta().State().Members {
-		if m.Id == n.host.ReplicaID() {
-			st.IsLearner = m.IsLearner
-		}
+	if m := n.host.Meta().Member(n.host.ReplicaID()); m != nil {
+		st.IsLearner = m.IsLearner
 	}
 	return st
 }
