@@ -13,3 +13,13 @@ var (
 	// changes something and so needs a revision.
 	ErrTxnWrites = errors.New("mvcc: transaction writes")
 )
+
+// Errors of splits and of reads across shards.
+var (
+	// ErrBadSplitKey is returned for a split key outside the shard's span
+	// or at its start (the shard would be left empty).
+	ErrBadSplitKey = errors.New("mvcc: split key is not inside the shard's span")
+	// ErrNotAdjacent is returned for a view over shards that do not follow
+	// one another in key order.
+	ErrNotAdjacent = errors.New("mvcc: shards are not adjacent")
+)

@@ -27,12 +27,18 @@ type KeyValueHash struct {
 // below the compacted revision, when it is also its newest at or below rev
 // (or when no key is alive at rev at all, a quirk of etcd's Keep).
 func (sh *Shard) HashKV(ctx context.Context, rev int64) (KeyValueHash, int64, error) {
-	it, err := sh.store.db.NewIterWithContext(ctx, &pebble.IterOptions{})
+	return sh.View().HashKV(ctx, rev)
+}
+
+// HashKV is Shard.HashKV over the view's span (one shard or several), with
+// the view's revision as the current one.
+func (v *ReadView) HashKV(ctx context.Context, rev int64) (KeyValueHash, int64, error) {
+	it, err := v.r.NewIterWithContext(ctx, &pebble.IterOptions{})
 	if err != nil {
 		return KeyValueHash{}, 0, err
 	}
 	defer it.Close()
-	compactRev, currentRev := sh.CompactRev(), sh.Rev()
+	compactRev, currentRev := v.compactRev(), v.rev
 	switch {
 	case rev > 0 && rev < compactRev:
 		return KeyValueHash{}, 0, ErrCompacted
@@ -52,7 +58,7 @@ func (sh *Shard) HashKV(ctx context.Context, rev int64) (KeyValueHash, int64, er
 	}
 	var entries []entry
 	anyAlive := false
-	it.SetBounds(dataSpanBounds(sh.Span()))
+	it.SetBounds(dataSpanBounds(v.span.start, v.span.end))
 	var lastKey []byte
 	sawNewest, sawCompacted := false, false
 	for valid := it.First(); valid; valid = it.Next() {

@@ -33,21 +33,56 @@ type RangeResult struct {
 	Rev int64
 }
 
-// ReadView reads one shard at a point in time: its current revision is
-// fixed when the view is made, and every read sees the versions at or below
-// the revision it asks for. Writes applied after the view was made carry
-// higher revisions and stay invisible, so a view needs no Pebble snapshot.
+// ReadView reads one shard, or several adjacent shards of the store, at a
+// point in time: its current revision and its span are fixed when the view
+// is made, and every read sees the versions at or below the revision it
+// asks for. Writes applied after the view was made carry higher revisions
+// and stay invisible, so a view needs no Pebble snapshot. A split while the
+// view is in use does not change what it reads: the data stays in the
+// store, and the view keeps the span it was made with.
 type ReadView struct {
-	r     pebble.Reader
-	shard *Shard
-	rev   int64
+	r      pebble.Reader
+	shards []*Shard // in key order; their compactions bound the view's reads
+	span   keySpan
+	rev    int64
 }
 
 // Rev returns the view's current revision.
 func (v *ReadView) Rev() int64 { return v.rev }
 
 // FirstRev returns the compacted revision: reads below it fail.
-func (v *ReadView) FirstRev() int64 { return v.shard.CompactRev() }
+func (v *ReadView) FirstRev() int64 { return v.compactRev() }
+
+// compactRev is the highest compacted revision of the view's shards: below
+// it, some shard's history is gone.
+func (v *ReadView) compactRev() int64 {
+	rev := v.shards[0].CompactRev()
+	for _, sh := range v.shards[1:] {
+		rev = max(rev, sh.CompactRev())
+	}
+	return rev
+}
+
+// ViewAcross returns a view of adjacent shards of one store, in key order,
+// whose current revision is rev: a read across shards at one revision. The
+// caller ensures that every write of each shard at or below rev is
+// applied. It fails with ErrNotAdjacent unless each shard's span starts
+// where the previous one's ends.
+func ViewAcross(rev int64, shards []*Shard) (*ReadView, error) {
+	if len(shards) == 0 {
+		return nil, ErrNotAdjacent
+	}
+	first := shards[0].span.Load()
+	span := keySpan{start: first.start, end: first.end}
+	for _, sh := range shards[1:] {
+		next := sh.span.Load()
+		if len(span.end) == 0 || !bytes.Equal(span.end, next.start) {
+			return nil, ErrNotAdjacent
+		}
+		span.end = next.end
+	}
+	return &ReadView{r: shards[0].store.db, shards: shards, span: span, rev: rev}, nil
+}
 
 // Range reads [key, end) at ro.Rev. An empty end reads the single key key; a
 // zero-length non-nil end reads every key from key on (etcd's "\x00").
@@ -67,7 +102,7 @@ func (v *ReadView) rangeKeys(ctx context.Context, key, end []byte, curRev int64,
 	}
 	lower, upper, ok := v.bounds(key, end)
 	if !ok {
-		if rev < v.shard.CompactRev() {
+		if rev < v.compactRev() {
 			return &RangeResult{Count: -1}, ErrCompacted
 		}
 		return &RangeResult{Rev: curRev}, nil
@@ -80,7 +115,7 @@ func (v *ReadView) rangeKeys(ctx context.Context, key, end []byte, curRev int64,
 	// The iterator is a consistent snapshot. Compaction publishes its
 	// revision before it deletes versions, so checking after the iterator
 	// exists proves the iterator still holds every version rev needs.
-	if rev < v.shard.CompactRev() {
+	if rev < v.compactRev() {
 		return &RangeResult{Count: -1}, ErrCompacted
 	}
 
@@ -108,13 +143,13 @@ func (v *ReadView) rangeKeys(ctx context.Context, key, end []byte, curRev int64,
 	return res, nil
 }
 
-// bounds clips the user-key range [key, end) to the shard's span and returns
+// bounds clips the user-key range [key, end) to the view's span and returns
 // its Pebble bounds; ok is false when nothing of the range is in the span.
 func (v *ReadView) bounds(key, end []byte) (lower, upper []byte, ok bool) {
-	start, stop := v.shard.Span()
+	start, stop := v.span.start, v.span.end
 	if end == nil {
 		// A single key.
-		if !v.shard.Contains(key) {
+		if !v.span.contains(key) {
 			return nil, nil, false
 		}
 		return appendDataPrefix(nil, key), nextPrefix(key), true

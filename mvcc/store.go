@@ -256,21 +256,22 @@ func (sh *Shard) Span() (start, end []byte) {
 }
 
 // Contains reports whether key is in the shard's span.
-func (sh *Shard) Contains(key []byte) bool {
-	s := sh.span.Load()
+func (sh *Shard) Contains(key []byte) bool { return sh.span.Load().contains(key) }
+
+func (s *keySpan) contains(key []byte) bool {
 	return string(key) >= string(s.start) && (len(s.end) == 0 || string(key) < string(s.end))
 }
 
-// View returns a view of the shard at its current revision.
-func (sh *Shard) View() *ReadView {
-	return &ReadView{r: sh.store.db, shard: sh, rev: sh.rev.Load()}
-}
+// View returns a view of the shard at its current revision: its newest
+// write's, or its compacted revision when that is higher (a compaction at
+// a revision other shards wrote; the shard reads the same at both).
+func (sh *Shard) View() *ReadView { return sh.ViewAt(max(sh.rev.Load(), sh.compact.Load())) }
 
 // ViewAt returns a view of the shard whose current revision is rev, for
 // linearizable reads at a revision chosen by the TSO. The caller ensures
 // every write of the shard at or below rev is applied.
 func (sh *Shard) ViewAt(rev int64) *ReadView {
-	return &ReadView{r: sh.store.db, shard: sh, rev: rev}
+	return &ReadView{r: sh.store.db, shards: []*Shard{sh}, span: *sh.span.Load(), rev: rev}
 }
 
 func encodeSpan(start, end []byte) []byte {

@@ -23,6 +23,8 @@ type Writer struct {
 	// latest holds the latest versions this batch wrote; they reach the
 	// shard's cache when the batch commits.
 	latest map[string]latestVersion
+	// span, when set, is the shard's span once the batch commits (a split).
+	span *keySpan
 	// events, when captured, are the changes this batch made, in order.
 	capture bool
 	events  []*mvccpb.Event
@@ -55,6 +57,9 @@ func (w *Writer) Commit(appliedIndex uint64) error {
 		return err
 	}
 	w.sh.latest.merge(w.latest)
+	if w.span != nil {
+		w.sh.span.Store(w.span)
+	}
 	w.sh.applied.Store(appliedIndex)
 	w.sh.rev.Store(w.rev)
 	return nil
@@ -122,7 +127,7 @@ func (tw *TxnWrite) FirstRev() int64 { return tw.w.sh.CompactRev() }
 // Range reads through the transaction, its own changes included.
 func (tw *TxnWrite) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
 	cur := tw.curRev()
-	v := ReadView{r: tw.w.b, shard: tw.w.sh, rev: cur}
+	v := ReadView{r: tw.w.b, shards: []*Shard{tw.w.sh}, span: *tw.w.curSpan(), rev: cur}
 	return v.rangeKeys(ctx, key, end, cur, ro)
 }
 

@@ -124,11 +124,20 @@ type Host struct {
 	// (it joined a running cluster, now or before a restart).
 	nonVoting bool
 
+	// tso and leases serve the data shards' sequencers (StartDataShards).
+	tso    shard.RevisionAllocator
+	leases mvcc.LeaseChecker
+
 	mu       sync.Mutex
 	dataSMs  map[uint64]*shard.DataStateMachine
 	replicas map[uint64]*shard.Replica
 	leaders  map[uint64]raftio.LeaderInfo
 	watchers []func(raftio.LeaderInfo)
+	started  []func(*shard.Replica)
+	closing  bool
+	// bg counts the goroutines that start split shards; closec stops them.
+	bg     sync.WaitGroup
+	closec chan struct{}
 }
 
 // RaftTimings returns the heartbeat interval and the election timeout.
@@ -150,6 +159,7 @@ func Start(cfg Config) (*Host, error) {
 		dataSMs:   make(map[uint64]*shard.DataStateMachine),
 		replicas:  make(map[uint64]*shard.Replica),
 		leaders:   make(map[uint64]raftio.LeaderInfo),
+		closec:    make(chan struct{}),
 	}
 	store, err := mvcc.Open(filepath.Join(cfg.DataDir, "data"), mvcc.Options{CacheBytes: cfg.CacheBytes, Logger: cfg.Logger})
 	if err != nil {
@@ -329,47 +339,153 @@ func (h *Host) Bootstrap(ctx context.Context) error {
 }
 
 // StartDataShards starts this node's replicas of the data shards the meta
-// group describes, and their sequencers.
+// group describes (and of shards a split created that the meta group does
+// not list yet), and their sequencers.
 func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator, leases mvcc.LeaseChecker) error {
+	h.tso, h.leases = tso, leases
 	state, err := h.MetaGroup().ReadState(ctx)
 	if err != nil {
 		return err
 	}
-	for _, d := range state.Shards {
+	descs := state.Shards
+	for _, id := range h.restartShards {
+		if slices.ContainsFunc(descs, func(d *basaltpb.ShardDescriptor) bool { return d.ShardId == id }) {
+			continue
+		}
+		// Created by a split whose record in the meta group was cut short:
+		// its span is in the store, written by the parent's apply.
+		start, end, ok, err := h.store.SpanOf(id)
+		if err != nil {
+			return err
+		}
+		if ok {
+			descs = append(descs, &basaltpb.ShardDescriptor{ShardId: id, Start: start, End: end})
+		}
+	}
+	for _, d := range descs {
 		restart := slices.Contains(h.restartShards, d.ShardId)
 		if _, ok := d.Replicas[h.replicaID]; !ok && !restart {
 			continue
 		}
-		// Apply does not check leases (they live in the meta group); the
-		// sequencer does, before it takes a revision.
-		dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, mvcc.AllowAllLeases, h.lg)
-		var members map[uint64]dragonboat.Target
-		if !restart && !h.joining {
-			members = make(map[uint64]dragonboat.Target, len(d.Replicas))
-			for id, addr := range d.Replicas {
-				members[id] = addr
-			}
-		}
-		create := func(uint64, uint64) sm.IOnDiskStateMachine { return dsm }
-		if err := h.nh.StartOnDiskReplica(members, h.joining && !restart, create, h.raftConfig(d.ShardId)); err != nil {
-			return fmt.Errorf("placement: start shard %d: %w", d.ShardId, err)
-		}
-		if err := h.WaitLeader(ctx, d.ShardId); err != nil {
+		if err := h.startShard(ctx, d, restart); err != nil {
 			return err
 		}
-		rep, err := shard.NewReplica(ctx, h.nh, dsm, tso, leases, h.cfg.Sequencer, h.lg)
-		if err != nil {
-			return err
-		}
-		h.mu.Lock()
-		h.dataSMs[d.ShardId] = dsm
-		h.replicas[d.ShardId] = rep
-		if info, ok := h.leaders[d.ShardId]; ok {
-			rep.SetLeader(info.LeaderID, info.Term)
-		}
-		h.mu.Unlock()
 	}
 	return nil
+}
+
+// startShard starts this node's replica of a data shard and its sequencer.
+// A restart finds the replica's members in its Raft log; otherwise they
+// are the descriptor's replicas (none for a member joining a running
+// cluster, which the group adds).
+func (h *Host) startShard(ctx context.Context, d *basaltpb.ShardDescriptor, restart bool) error {
+	// Apply does not check leases (they live in the meta group); the
+	// sequencer does, before it takes a revision.
+	dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, mvcc.AllowAllLeases, h.lg)
+	dsm.OnSplit(h.splitApplied)
+	var members map[uint64]dragonboat.Target
+	if !restart && !h.joining {
+		members = make(map[uint64]dragonboat.Target, len(d.Replicas))
+		for id, addr := range d.Replicas {
+			members[id] = addr
+		}
+	}
+	create := func(uint64, uint64) sm.IOnDiskStateMachine { return dsm }
+	if err := h.nh.StartOnDiskReplica(members, h.joining && !restart, create, h.raftConfig(d.ShardId)); err != nil {
+		return fmt.Errorf("placement: start shard %d: %w", d.ShardId, err)
+	}
+	if err := h.WaitLeader(ctx, d.ShardId); err != nil {
+		return err
+	}
+	rep, err := shard.NewReplica(ctx, h.nh, dsm, h.tso, h.leases, h.cfg.Sequencer, h.lg)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		rep.Stop()
+		return dragonboat.ErrClosed
+	}
+	h.dataSMs[d.ShardId] = dsm
+	h.replicas[d.ShardId] = rep
+	if info, ok := h.leaders[d.ShardId]; ok {
+		rep.SetLeader(info.LeaderID, info.Term)
+	}
+	started := slices.Clone(h.started)
+	h.mu.Unlock()
+	for _, f := range started {
+		f(rep)
+	}
+	return nil
+}
+
+// WatchReplicas returns this node's data shard replicas and registers f,
+// called with every replica started from then on (shards created by
+// splits): each replica is either returned or passed to f, once.
+func (h *Host) WatchReplicas(f func(*shard.Replica)) []*shard.Replica {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.started = append(h.started, f)
+	out := make([]*shard.Replica, 0, len(h.replicas))
+	for _, r := range h.replicas {
+		out = append(out, r)
+	}
+	return out
+}
+
+// splitApplied starts this node's replica of a shard a split created (the
+// parent's apply calls it) and makes sure the meta group records the split,
+// in case the node that split the shard failed before it did.
+func (h *Host) splitApplied(sp shard.Split) {
+	if _, ok := sp.Child.Replicas[h.replicaID]; !ok {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return
+	}
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		go func() {
+			select {
+			case <-h.closec:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := h.startShard(ctx, sp.Child, false)
+		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
+			err = nil // applied again after a restart
+		}
+		if err == nil {
+			err = h.RecordSplit(ctx, sp.ParentID, sp.Child)
+		}
+		if err != nil && !errors.Is(err, dragonboat.ErrClosed) {
+			h.lg.Warn("start-split-shard", zap.Uint64("shard-id", sp.Child.ShardId), zap.Error(err))
+		}
+	}()
+}
+
+// RecordSplit records in the meta group that parentID split off child
+// (again: a split recorded before changes nothing).
+func (h *Host) RecordSplit(ctx context.Context, parentID uint64, child *basaltpb.ShardDescriptor) error {
+	return h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_RecordSplit{RecordSplit: &basaltpb.RecordSplit{
+		ParentId: parentID, Child: child,
+	}}})
+}
+
+// AllocShardID returns a shard id that was never used, from the meta group.
+func (h *Host) AllocShardID(ctx context.Context) (uint64, error) {
+	res, err := h.MetaGroup().ProposeResult(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_AllocShardId{AllocShardId: &basaltpb.AllocShardID{}}})
+	if err != nil {
+		return 0, err
+	}
+	return res.ShardId, nil
 }
 
 // Replica returns this node's replica of a data shard.
@@ -473,6 +589,13 @@ func (h *Host) Status(shardID uint64) RaftStatus {
 
 // Close stops the sequencers, the NodeHost and the store.
 func (h *Host) Close() {
+	h.mu.Lock()
+	if !h.closing {
+		h.closing = true
+		close(h.closec)
+	}
+	h.mu.Unlock()
+	h.bg.Wait()
 	for _, r := range h.Replicas() {
 		r.Stop()
 	}
@@ -553,9 +676,16 @@ func (m MetaGroup) Sync(ctx context.Context) error {
 
 // Propose proposes a meta command and waits until it is applied.
 func (m MetaGroup) Propose(ctx context.Context, cmd *basaltpb.MetaCommand) error {
+	_, err := m.ProposeResult(ctx, cmd)
+	return err
+}
+
+// ProposeResult proposes a meta command, waits until it is applied and
+// returns its result.
+func (m MetaGroup) ProposeResult(ctx context.Context, cmd *basaltpb.MetaCommand) (*basaltpb.MetaResult, error) {
 	data, err := shard.EncodeMetaCommand(cmd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
@@ -565,13 +695,13 @@ func (m MetaGroup) Propose(ctx context.Context, cmd *basaltpb.MetaCommand) error
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var out basaltpb.MetaResult
 	if err := proto.Unmarshal(res.Data, &out); err != nil {
-		return fmt.Errorf("placement: undecodable meta result: %w", err)
+		return nil, fmt.Errorf("placement: undecodable meta result: %w", err)
 	}
-	return shard.CodeError(out.Error)
+	return &out, shard.CodeError(out.Error)
 }
 
 func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

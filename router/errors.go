@@ -44,6 +44,7 @@ var errorTable = []struct {
 	{shard.ErrStopped, rpctypes.ErrGRPCStopped},
 	{shard.ErrLeaderChanged, rpctypes.ErrGRPCLeaderChanged},
 	{shard.ErrStaleRevision, rpctypes.ErrGRPCLeaderChanged},
+	{shard.ErrWrongShard, rpctypes.ErrGRPCTimeout},
 	{txncoord.ErrTSONotReady, rpctypes.ErrGRPCNoLeader},
 	{dragonboat.ErrShardNotReady, rpctypes.ErrGRPCNoLeader},
 	{dragonboat.ErrShardNotFound, rpctypes.ErrGRPCNoLeader},

@@ -2,7 +2,9 @@ package router
 
 import (
 	"context"
+	"errors"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -42,4 +44,40 @@ func (i *internalServer) RevokeLeaseKeys(ctx context.Context, r *basaltpb.Revoke
 		return nil, txncoord.ToRemote(err)
 	}
 	return &basaltpb.RevokeLeaseKeysResponse{}, nil
+}
+
+// Split splits the shard that owns r.Key at r.Key, at that shard's leader
+// (forwarded there when it is another member).
+func (i *internalServer) Split(ctx context.Context, r *basaltpb.SplitRequest) (*basaltpb.SplitResponse, error) {
+	if len(r.Key) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "basalt: split key is empty")
+	}
+	resp, err := routed(i.s, ctx, true, func() (*basaltpb.SplitResponse, error) {
+		left, right, err := i.s.coord.SplitHere(ctx, r.Key)
+		if err != nil {
+			return nil, err
+		}
+		return &basaltpb.SplitResponse{Left: left, Right: right}, nil
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*basaltpb.SplitResponse, error) {
+		return basaltpb.NewInternalClient(conn).Split(ctx, r)
+	})
+	if errors.Is(err, txncoord.ErrSplitAtBoundary) {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return resp, toGRPCError(ctx, err)
+}
+
+// Shards lists the shards, with what this node's replicas tell of them.
+func (i *internalServer) Shards(ctx context.Context, _ *basaltpb.ShardsRequest) (*basaltpb.ShardsResponse, error) {
+	infos, err := i.s.coord.Shards(ctx)
+	if err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	resp := &basaltpb.ShardsResponse{}
+	for _, in := range infos {
+		resp.Shards = append(resp.Shards, &basaltpb.ShardInfo{
+			Descriptor_: in.Descriptor, Leader: in.Leader, Size: in.Size, Keys: in.Keys, Revision: in.Revision,
+		})
+	}
+	return resp, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -33,7 +34,26 @@ type DataStateMachine struct {
 	opened   chan struct{} // closed by Open
 	sink     atomic.Pointer[sinkRef]
 	observer atomic.Pointer[observerRef]
+	onSplit  atomic.Pointer[func(Split)]
+
+	// resolved is the shard's resolved revision as this replica's log says:
+	// every write of the shard at or below it is applied here.
+	resolvedMu sync.Mutex
+	resolved   int64
+	resolvedc  chan struct{} // closed when resolved grows
 }
+
+// Split describes a shard created by a split, as its parent applied it.
+type Split struct {
+	ParentID uint64
+	// Child is the new shard's descriptor: id, span, replicas, epoch 1.
+	Child *basaltpb.ShardDescriptor
+}
+
+// OnSplit registers f, called after a batch that split the shard commits
+// (on the apply goroutine: it must not block). The node starts the child's
+// replica from it.
+func (s *DataStateMachine) OnSplit(f func(Split)) { s.onSplit.Store(&f) }
 
 // ResultSink is the sequencer on this node, which proposed (some of) the
 // writes apply meets. Apply tells it the outcome of every write after the
@@ -64,8 +84,9 @@ var _ sm.IOnDiskStateMachine = (*DataStateMachine)(nil)
 func NewDataStateMachine(store *mvcc.Store, shardID, replicaID uint64, start, end []byte, leases mvcc.LeaseChecker, lg *zap.Logger) *DataStateMachine {
 	return &DataStateMachine{
 		shardID: shardID, replicaID: replicaID, store: store, start: start, end: end, leases: leases,
-		lg:     lg.With(zap.Uint64("shard-id", shardID), zap.Uint64("replica-id", replicaID)),
-		opened: make(chan struct{}),
+		lg:        lg.With(zap.Uint64("shard-id", shardID), zap.Uint64("replica-id", replicaID)),
+		opened:    make(chan struct{}),
+		resolvedc: make(chan struct{}),
 	}
 }
 
@@ -76,6 +97,7 @@ func (s *DataStateMachine) Open(<-chan struct{}) (uint64, error) {
 		return 0, err
 	}
 	s.sh = sh
+	s.resolved = max(sh.Rev(), sh.CompactRev())
 	close(s.opened)
 	return sh.AppliedIndex(), nil
 }
@@ -98,9 +120,10 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	var (
 		outcomes []outcome
 		resolved int64 // from the leader's resolved markers
+		splits   []Split
 	)
 	for i := range entries {
-		result, err := s.apply(w, entries[i].Cmd, &outcomes, &resolved)
+		result, err := s.apply(w, entries[i].Cmd, &outcomes, &resolved, &splits)
 		if err != nil {
 			w.Abort()
 			s.lg.Error("apply-failed", zap.Uint64("index", entries[i].Index), zap.Error(err))
@@ -111,9 +134,10 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := w.Commit(entries[len(entries)-1].Index); err != nil {
 		return nil, err
 	}
+	// Every write of this shard at or below its revision is applied:
+	// batches apply in revision order.
+	s.advanceResolved(max(w.Rev(), resolved))
 	if observed {
-		// Every write of this shard at or below its revision is applied:
-		// batches apply in revision order.
 		s.publish(w.Events(), max(w.Rev(), resolved))
 	}
 	if ref := s.sink.Load(); ref != nil {
@@ -121,10 +145,15 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 			ref.Applied(o.rev, o.resp, o.err)
 		}
 	}
+	if f := s.onSplit.Load(); f != nil {
+		for _, sp := range splits {
+			(*f)(sp)
+		}
+	}
 	return entries, nil
 }
 
-func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome, resolved *int64) ([]byte, error) {
+func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome, resolved *int64, splits *[]Split) ([]byte, error) {
 	other, err := decodeDataCommand(cmd, func(rev int64, txn []byte) error {
 		return s.applyWrite(w, rev, txn, outcomes)
 	})
@@ -134,6 +163,9 @@ func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome
 	if r := other.GetResolved(); r != nil {
 		*resolved = max(*resolved, r.Revision)
 		return nil, nil
+	}
+	if sp := other.GetSplit(); sp != nil {
+		return s.applySplit(w, sp, splits)
 	}
 	compact := other.GetCompact()
 	if compact == nil {
@@ -145,7 +177,64 @@ func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome
 	} else if err := w.Compact(compact.Revision); err != nil {
 		return nil, err
 	}
+	// The leader proposes a compaction once every write of the shard at or
+	// below its revision is applied.
+	*resolved = max(*resolved, compact.Revision)
 	return proto.Marshal(&basaltpb.CompactResult{Error: code})
+}
+
+func (s *DataStateMachine) advanceResolved(rev int64) {
+	s.resolvedMu.Lock()
+	defer s.resolvedMu.Unlock()
+	if rev > s.resolved {
+		s.resolved = rev
+		close(s.resolvedc)
+		s.resolvedc = make(chan struct{})
+	}
+}
+
+// waitResolved returns once this replica has applied every write of the
+// shard at or below rev, as its log tells (writes, and the leader's
+// resolved markers).
+func (s *DataStateMachine) waitResolved(ctx context.Context, rev int64) error {
+	for {
+		s.resolvedMu.Lock()
+		done, ch := s.resolved >= rev, s.resolvedc
+		s.resolvedMu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Resolved returns the shard's resolved revision on this replica.
+func (s *DataStateMachine) Resolved() int64 {
+	s.resolvedMu.Lock()
+	defer s.resolvedMu.Unlock()
+	return s.resolved
+}
+
+// applySplit gives [key, end) to the child shard; the result says whether
+// the key was inside the span.
+func (s *DataStateMachine) applySplit(w *mvcc.Writer, sp *basaltpb.SplitCommand, splits *[]Split) ([]byte, error) {
+	_, end := w.Span()
+	code := basaltpb.ErrorCode_OK
+	if err := w.Split(sp.Key, sp.ChildId); errors.Is(err, mvcc.ErrBadSplitKey) {
+		code = basaltpb.ErrorCode_WRONG_SHARD
+	} else if err != nil {
+		return nil, err
+	} else {
+		*splits = append(*splits, Split{ParentID: s.shardID, Child: &basaltpb.ShardDescriptor{
+			ShardId: sp.ChildId, Start: sp.Key, End: end, Replicas: sp.Replicas, Epoch: 1,
+		}})
+		s.lg.Info("split", zap.Uint64("child-id", sp.ChildId), zap.String("key", fmt.Sprintf("%q", sp.Key)))
+	}
+	return proto.Marshal(&basaltpb.MetaResult{Error: code})
 }
 
 // applyWrite applies one write of a batch. Its outcome goes to the sink,
@@ -167,6 +256,12 @@ func (s *DataStateMachine) applyWrite(w *mvcc.Writer, rev int64, data []byte, ou
 		if err := proto.Unmarshal(data, txn); err != nil {
 			return fmt.Errorf("shard: undecodable txn at revision %d: %w", rev, err)
 		}
+	}
+	if !w.ContainsTxn(txn) {
+		// Sequenced before a split by a leader that was deposed meanwhile:
+		// the keys belong to another shard now.
+		*outcomes = append(*outcomes, outcome{rev: rev, err: ErrWrongShard})
+		return nil
 	}
 	resp, changed, err := w.ApplyTxn(context.Background(), rev, txn, s.leases)
 	switch {
@@ -201,7 +296,11 @@ func (s *DataStateMachine) SaveSnapshot(ctx any, w io.Writer, _ <-chan struct{})
 
 // RecoverFromSnapshot replaces the shard's state with a snapshot's.
 func (s *DataStateMachine) RecoverFromSnapshot(r io.Reader, _ <-chan struct{}) error {
-	return s.sh.RecoverSnapshot(r)
+	if err := s.sh.RecoverSnapshot(r); err != nil {
+		return err
+	}
+	s.advanceResolved(max(s.sh.Rev(), s.sh.CompactRev()))
+	return nil
 }
 
 // Close releases nothing: the store belongs to the node.
@@ -247,6 +346,8 @@ func codeError(code basaltpb.ErrorCode) error {
 		return ErrLeaseExists
 	case basaltpb.ErrorCode_MEMBER_NOT_FOUND:
 		return ErrMemberNotFound
+	case basaltpb.ErrorCode_WRONG_SHARD:
+		return ErrWrongShard
 	}
 	return fmt.Errorf("shard: unknown result code %v", code)
 }

@@ -27,6 +27,10 @@ var (
 	// ErrMemberNotFound is returned when removing a member that is not in
 	// the registry.
 	ErrMemberNotFound = errors.New("shard: member not found")
+	// ErrWrongShard is returned for a request with keys outside the
+	// shard's span: the shard split, or the sender's descriptors are stale.
+	// Nothing was done; the sender refreshes its descriptors and retries.
+	ErrWrongShard = errors.New("shard: keys outside the shard's span")
 )
 
 // NotLeaderError is returned by a replica that does not lead its group. It

@@ -179,6 +179,9 @@ type txnShape struct {
 	leaseReads  []int64
 	leaseWrites []int64
 	conditional bool
+	// readRev is the highest explicit revision a range of the transaction
+	// reads at.
+	readRev int64
 }
 
 // shapeOf walks every branch of rt, nested transactions included. A
@@ -243,6 +246,7 @@ func (s *txnShape) walk(rt *pb.TxnRequest) {
 				// compacted: that depends on the shard's revisions.
 				if tv.RequestRange.Revision != 0 {
 					s.conditional = true
+					s.readRev = max(s.readRev, tv.RequestRange.Revision)
 				}
 			case *pb.RequestOp_RequestTxn:
 				s.walk(tv.RequestTxn)

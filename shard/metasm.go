@@ -1,12 +1,14 @@
 package shard
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -40,6 +42,9 @@ type MetaStateMachine struct {
 	state   *basaltpb.MetaState
 	leases  map[int64]*basaltpb.Lease
 	applied uint64
+	// shardsGen counts changes of the shard descriptors, so that caches of
+	// them (txncoord.RangeCache) notice one with an atomic load.
+	shardsGen atomic.Uint64
 }
 
 var _ sm.IOnDiskStateMachine = (*MetaStateMachine)(nil)
@@ -92,6 +97,7 @@ func (m *MetaStateMachine) load() error {
 	m.mu.Lock()
 	m.state, m.leases, m.applied = state, leases, applied
 	m.mu.Unlock()
+	m.shardsGen.Add(1)
 	return nil
 }
 
@@ -112,7 +118,9 @@ func (m *MetaStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		return next
 	}
 	dirty := make(map[int64]*basaltpb.Lease) // nil: deleted
+	shardsChanged := false
 	for i := range entries {
+		var shardID uint64 // the result of AllocShardID
 		var c basaltpb.MetaCommand
 		if err := proto.Unmarshal(entries[i].Cmd, &c); err != nil {
 			return nil, fmt.Errorf("shard: undecodable meta command at %d: %w", entries[i].Index, err)
@@ -123,6 +131,18 @@ func (m *MetaStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 			state().TsoCeiling = c.SetTsoCeiling.Ceiling
 		case *basaltpb.MetaCommand_PutShard:
 			putShard(state(), c.PutShard.Shard)
+			shardsChanged = true
+		case *basaltpb.MetaCommand_AllocShardId:
+			st := state()
+			for _, d := range st.Shards {
+				st.LastShardId = max(st.LastShardId, d.ShardId)
+			}
+			st.LastShardId++
+			shardID = st.LastShardId
+		case *basaltpb.MetaCommand_RecordSplit:
+			var changed bool
+			code, changed = recordSplit(state(), c.RecordSplit)
+			shardsChanged = shardsChanged || changed
 		case *basaltpb.MetaCommand_RecordCompaction:
 			st := state()
 			st.CompactRevision = max(st.CompactRevision, c.RecordCompaction.Revision)
@@ -163,7 +183,7 @@ func (m *MetaStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		default:
 			return nil, fmt.Errorf("shard: unknown meta command %T", c)
 		}
-		data, err := proto.Marshal(&basaltpb.MetaResult{Error: code})
+		data, err := proto.Marshal(&basaltpb.MetaResult{Error: code, ShardId: shardID})
 		if err != nil {
 			return nil, err
 		}
@@ -197,6 +217,9 @@ func (m *MetaStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		m.state = next
 	}
 	m.applied = applied
+	if shardsChanged {
+		m.shardsGen.Add(1)
+	}
 	return entries, nil
 }
 
@@ -253,6 +276,44 @@ func putShard(s *basaltpb.MetaState, d *basaltpb.ShardDescriptor) {
 	}
 	s.Shards = append(s.Shards, d)
 }
+
+// recordSplit records a split the parent shard applied: the parent ends
+// where the child starts, one epoch later, and the child is added. A split
+// recorded before changes nothing; a parent that is unknown or does not hold
+// the child's start is WRONG_SHARD.
+func recordSplit(s *basaltpb.MetaState, r *basaltpb.RecordSplit) (code basaltpb.ErrorCode, changed bool) {
+	child := r.Child
+	if slices.ContainsFunc(s.Shards, func(d *basaltpb.ShardDescriptor) bool { return d.ShardId == child.ShardId }) {
+		return basaltpb.ErrorCode_OK, false
+	}
+	i := slices.IndexFunc(s.Shards, func(d *basaltpb.ShardDescriptor) bool { return d.ShardId == r.ParentId })
+	if i < 0 {
+		return basaltpb.ErrorCode_WRONG_SHARD, false
+	}
+	parent := proto.Clone(s.Shards[i]).(*basaltpb.ShardDescriptor)
+	inside := bytes.Compare(child.Start, parent.Start) > 0 && (len(parent.End) == 0 || bytes.Compare(child.Start, parent.End) < 0)
+	if !inside || !bytes.Equal(child.End, parent.End) {
+		return basaltpb.ErrorCode_WRONG_SHARD, false
+	}
+	parent.End = child.Start
+	parent.Epoch++
+	s.Shards[i] = parent
+	s.Shards = append(s.Shards, child)
+	s.LastShardId = max(s.LastShardId, child.ShardId)
+	return basaltpb.ErrorCode_OK, true
+}
+
+// Shards returns the shard descriptors and the generation they belong to
+// (ShardsGen), without copying: descriptors are replaced, never changed in
+// place, so the caller may keep them; it must not change them.
+func (m *MetaStateMachine) Shards() ([]*basaltpb.ShardDescriptor, uint64) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.Clone(m.state.Shards), m.shardsGen.Load()
+}
+
+// ShardsGen returns a number that changes whenever the shard descriptors do.
+func (m *MetaStateMachine) ShardsGen() uint64 { return m.shardsGen.Load() }
 
 // Members returns the member registry in id order, without copying the
 // rest of the state. Members are replaced, never changed in place, so the

@@ -118,21 +118,50 @@ func (r *Replica) RevokeLease(ctx context.Context, lease int64) (*pb.TxnResponse
 }
 
 // ReadAt returns a view of the shard at rev, a revision from the TSO, for a
-// linearizable read at one revision across shards (on the leader): it
-// waits until every write of the shard at or below rev is applied, then
-// confirms leadership with a ReadIndex, which also waits until this replica
-// has applied everything committed before the read.
+// linearizable read at one revision across shards, on any replica. The
+// leader waits until every write of the shard at or below rev is applied,
+// then confirms its leadership with a ReadIndex. A follower waits until its
+// log says the same: it has applied the shard's writes up to rev, or a
+// resolved marker at or above it (the leader's resolver proposes one at
+// least every 100 ms while the shard is idle).
 func (r *Replica) ReadAt(ctx context.Context, rev int64) (*mvcc.ReadView, error) {
-	if err := r.checkLeader(); err != nil {
-		return nil, err
+	if leader, term := r.Leader(); leader == r.replicaID {
+		if err := r.seq.WaitResolved(ctx, rev); err != nil {
+			return nil, err
+		}
+		if err := r.readIndex(ctx); err != nil {
+			return nil, err
+		}
+		if l, t := r.Leader(); l == leader && t == term {
+			return r.sm.Shard().ViewAt(rev), nil
+		}
+		// Leadership moved meanwhile: the new leader may have sequenced
+		// writes at or below rev that this sequencer does not know of.
 	}
-	if err := r.seq.WaitResolved(ctx, rev); err != nil {
-		return nil, err
-	}
-	if err := r.readIndex(ctx); err != nil {
+	if err := r.sm.waitResolved(ctx, rev); err != nil {
 		return nil, err
 	}
 	return r.sm.Shard().ViewAt(rev), nil
+}
+
+// Resolved returns the shard's resolved revision on this replica: every
+// write of the shard at or below it is applied here. An idle leader knows
+// more than its log: no write of its shard is under way, so every revision
+// the TSO handed out so far that is the shard's is applied.
+func (r *Replica) Resolved() int64 {
+	rev := r.sm.Resolved()
+	seen, ok := r.tso.(interface{ Seen() int64 })
+	if !ok || !r.IsLeader() {
+		return rev
+	}
+	// Seen first: an allocation that starts after it returns revisions
+	// above it, and one that started before keeps the sequencer busy until
+	// its batch is applied.
+	s := seen.Seen()
+	if r.seq.Idle() {
+		rev = max(rev, s)
+	}
+	return rev
 }
 
 // Sync returns once this replica has applied everything its shard
@@ -221,6 +250,36 @@ func readIndexOnce(ctx context.Context, nh *dragonboat.NodeHost, shardID uint64)
 	case <-ctx.Done():
 		return dragonboat.ErrTimeout
 	}
+}
+
+// Split splits the shard at key through its Raft log (on the leader): the
+// shard keeps [start, key) and shard childID takes [key, end), starting on
+// this shard's voting replicas. It returns the child's descriptor.
+func (r *Replica) Split(ctx context.Context, key []byte, childID uint64) (*basaltpb.ShardDescriptor, error) {
+	if err := r.checkLeader(); err != nil {
+		return nil, err
+	}
+	if !r.Shard().Contains(key) {
+		return nil, ErrWrongShard
+	}
+	members, err := r.nh.SyncGetShardMembership(ctx, r.shardID)
+	if err != nil {
+		return nil, err
+	}
+	cmd, err := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Split{Split: &basaltpb.SplitCommand{
+		Key: key, ChildId: childID, Replicas: members.Nodes,
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.seq.Split(ctx, cmd); err != nil {
+		return nil, err
+	}
+	_, end, _, err := r.sm.store.SpanOf(childID)
+	if err != nil {
+		return nil, err
+	}
+	return &basaltpb.ShardDescriptor{ShardId: childID, Start: key, End: end, Replicas: members.Nodes, Epoch: 1}, nil
 }
 
 // Compact compacts the shard at rev through its Raft log. It first waits

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/proto/basaltpb"
 )
 
 // RevisionAllocator hands out cluster-wide revisions: Allocate(n) returns
@@ -90,6 +92,7 @@ type Sequencer struct {
 	lg       *zap.Logger
 
 	reqc      chan *writeReq
+	splitc    chan *splitReq
 	kickc     chan struct{}
 	completec chan *inflightBatch
 	stopc     chan struct{}
@@ -138,6 +141,7 @@ func NewSequencer(cfg SequencerConfig, shardID uint64, proposer Proposer, sessio
 		cfg: cfg, shardID: shardID, proposer: proposer, session: session, sh: sh, tso: tso, leases: leases,
 		lg:        lg.With(zap.Uint64("shard-id", shardID)),
 		reqc:      make(chan *writeReq, cfg.QueueSize),
+		splitc:    make(chan *splitReq),
 		kickc:     make(chan struct{}, 1),
 		completec: make(chan *inflightBatch, cfg.MaxInflight),
 		stopc:     make(chan struct{}),
@@ -261,6 +265,13 @@ func (s *Sequencer) WaitResolved(ctx context.Context, rev int64) error {
 	}
 }
 
+// Idle reports whether no batch is being allocated or waits for apply.
+func (s *Sequencer) Idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.allocating && len(s.inflight) == 0
+}
+
 // broadcastLocked wakes WaitResolved callers.
 func (s *Sequencer) broadcastLocked() {
 	close(s.changed)
@@ -287,9 +298,61 @@ func (s *Sequencer) run() {
 				}
 			}
 		case <-s.kickc:
+		case r := <-s.splitc:
+			r.done <- s.split(r)
 		}
 		s.sequence(incoming)
 	}
+}
+
+// splitReq asks the sequencer to split its shard.
+type splitReq struct {
+	ctx  context.Context
+	cmd  []byte // the encoded SplitCommand
+	done chan error
+}
+
+// Split splits the shard through its Raft log (cmd is an encoded
+// DataCommand holding a SplitCommand). The sequencer proposes nothing else
+// meanwhile: it first waits until every batch it proposed is applied, so
+// that no write to the keys leaving the shard is still on its way, and
+// writes that arrive afterwards are checked against the new span.
+func (s *Sequencer) Split(ctx context.Context, cmd []byte) error {
+	r := &splitReq{ctx: ctx, cmd: cmd, done: make(chan error, 1)}
+	select {
+	case s.splitc <- r:
+	case <-s.stopc:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-r.done
+}
+
+func (s *Sequencer) split(r *splitReq) error {
+	if err := s.WaitResolved(r.ctx, math.MaxInt64); err != nil {
+		return err
+	}
+	timeout := min(timeoutOf(r.ctx), s.cfg.ProposalTimeout)
+	rs, err := s.proposer.Propose(s.session, r.cmd, timeout)
+	if err != nil {
+		return err
+	}
+	defer rs.Release()
+	var res dragonboat.RequestResult
+	select {
+	case res = <-rs.AppliedC():
+	case <-s.stopc:
+		return ErrStopped
+	}
+	if err := batchError(res); err != nil {
+		return err
+	}
+	var out basaltpb.MetaResult
+	if err := proto.Unmarshal(res.GetResult().Data, &out); err != nil {
+		return fmt.Errorf("shard: undecodable split result: %w", err)
+	}
+	return codeError(out.Error)
 }
 
 // sequence admits the waiting writes (oldest first) and the incoming ones,
@@ -322,6 +385,10 @@ func (s *Sequencer) sequence(incoming []*writeReq) {
 		}
 		if r.ctx.Err() != nil {
 			r.done <- writeResult{err: r.ctx.Err()}
+			continue
+		}
+		if r.revoke == 0 && !s.sh.ContainsTxn(r.txn) {
+			r.done <- writeResult{err: ErrWrongShard}
 			continue
 		}
 		// Keep arrival order among writes that touch the same keys: a write
@@ -384,6 +451,18 @@ func (s *Sequencer) kick() {
 // answer otherwise (ErrNoWrite when it changes nothing).
 func (s *Sequencer) evaluate(r *writeReq) error {
 	view := s.sh.View()
+	if r.shape.readRev > view.Rev() {
+		// The shard's newest write may be older than the cluster's
+		// revision (other shards took the revisions in between): whether a
+		// read at that revision is in the future is the TSO's to say. The
+		// shard has no write between its revision and the TSO's current
+		// one that this transaction reads (none is pending on its keys).
+		cur, err := s.tso.Current(r.ctx)
+		if err != nil {
+			return err
+		}
+		view = s.sh.ViewAt(max(cur, view.Rev()))
+	}
 	path := mvcc.TxnPath(r.ctx, view, r.txn)
 	if err := mvcc.CheckTxn(r.ctx, view, r.txn, s.leases, path); err != nil {
 		return err
@@ -624,7 +703,7 @@ func batchError(res dragonboat.RequestResult) error {
 // IsRetryable reports whether a write failed before it could have been
 // applied, so that sending it again cannot apply it twice.
 func IsRetryable(err error) bool {
-	return errors.Is(err, ErrStaleRevision) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrBusy) ||
+	return errors.Is(err, ErrStaleRevision) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrBusy) || errors.Is(err, ErrWrongShard) ||
 		errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) ||
 		errors.Is(err, dragonboat.ErrShardNotFound)
 }

@@ -1,6 +1,7 @@
 package txncoord
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,9 +17,14 @@ import (
 	"github.com/basaltdb/basalt/shard"
 )
 
-// Shards finds the replica that serves a shard's requests.
+// Shards finds the replica that serves a shard's requests, and records
+// splits in the meta group.
 type Shards interface {
 	Replica(shardID uint64) (*shard.Replica, error)
+	// AllocShardID returns a shard id never used before.
+	AllocShardID(ctx context.Context) (uint64, error)
+	// RecordSplit records in the meta group that parentID split off child.
+	RecordSplit(ctx context.Context, parentID uint64, child *basaltpb.ShardDescriptor) error
 }
 
 // Revisions is the TSO as the coordinator uses it.
@@ -88,16 +94,13 @@ func (c *Coordinator) CurrentRevision(ctx context.Context) (int64, error) {
 	return rev, err
 }
 
-// Range answers a RangeRequest: linearizable at the TSO's current revision,
-// or serializable from the local replica's applied state.
+// Range answers a RangeRequest: linearizable at the cluster's current
+// revision, or serializable from the local replicas' applied state.
 func (c *Coordinator) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
-	rep, err := c.replicaFor([]keySpan{{r.Key, r.RangeEnd}})
-	if err != nil {
-		return nil, err
-	}
+	spans := []keySpan{{r.Key, r.RangeEnd}}
 	var resp *pb.RangeResponse
-	err = Retry(ctx, func() error {
-		view, err := c.view(ctx, rep, r.Serializable)
+	err := c.retry(ctx, func() error {
+		view, err := c.readView(ctx, spans, r.Serializable)
 		if err != nil {
 			return err
 		}
@@ -107,37 +110,150 @@ func (c *Coordinator) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeR
 	return resp, err
 }
 
-// view returns the view a read runs on: the replica's applied state, for
-// a linearizable read once the replica has applied everything its shard
-// committed before the read (ReadLatest, on any replica, so followers
-// answer linearizable reads themselves).
-func (c *Coordinator) view(ctx context.Context, rep *shard.Replica, serializable bool) (*mvcc.ReadView, error) {
-	if serializable {
-		return rep.View(), nil
-	}
-	return rep.ReadLatest(ctx)
-}
-
-// Txn runs a transaction on the shard that owns its keys.
-func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
-	rep, err := c.replicaFor(txnSpans(r, nil))
+// readView returns the view a read of spans runs on, over the local
+// replicas of every shard between the first and the last the spans touch.
+//
+//   - Serializable: the replicas' applied state, at the lowest of their
+//     resolved revisions (Replica.Resolved), where each has applied every
+//     write at or below it.
+//   - Linearizable, when one shard holds the whole key space: that
+//     replica's applied state once it has applied everything its shard
+//     committed before the read (ReadLatest, on any replica; its revision
+//     is the cluster's).
+//   - Linearizable otherwise: at R, the TSO's current revision, once each
+//     shard has applied every write at or below R (DESIGN §6).
+//
+// A view whose span does not hold the spans (a shard split meanwhile)
+// fails with shard.ErrWrongShard, and the caller retries.
+func (c *Coordinator) readView(ctx context.Context, spans []keySpan, serializable bool) (*mvcc.ReadView, error) {
+	reps, err := c.replicasCovering(spans)
 	if err != nil {
 		return nil, err
 	}
+	view, err := c.viewOf(ctx, reps, serializable)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range spans {
+		if !view.ContainsRange(s.key, s.end) {
+			return nil, shard.ErrWrongShard
+		}
+	}
+	return view, nil
+}
+
+func (c *Coordinator) viewOf(ctx context.Context, reps []*shard.Replica, serializable bool) (*mvcc.ReadView, error) {
+	if serializable {
+		rev := reps[0].Resolved()
+		for _, rep := range reps[1:] {
+			rev = min(rev, rep.Resolved())
+		}
+		return mvcc.ViewAcross(rev, shardsOf(reps))
+	}
+	if len(reps) == 1 && c.cache.Len() == 1 {
+		view, err := reps[0].ReadLatest(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if view.WholeKeySpace() {
+			return view, nil
+		}
+		// The shard split since the cache was loaded: its applied revision
+		// is no longer the cluster's.
+	}
+	rev, err := c.tso.Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, rep := range reps {
+		if _, err := rep.ReadAt(ctx, rev); err != nil {
+			return nil, err
+		}
+	}
+	return mvcc.ViewAcross(rev, shardsOf(reps))
+}
+
+// replicasCovering returns this node's replicas of the shards from the one
+// that holds the lowest key of spans to the one that holds the highest, in
+// key order (adjacent, so that one view covers them).
+func (c *Coordinator) replicasCovering(spans []keySpan) ([]*shard.Replica, error) {
+	lo, hi := spans[0].key, spans[0].end
+	for _, s := range spans {
+		if bytes.Compare(s.key, lo) < 0 {
+			lo = s.key
+		}
+		hi = maxEnd(hi, spanEnd(s))
+	}
+	descs := c.cache.Overlapping(lo, hi)
+	if len(descs) == 0 {
+		return nil, errors.New("txncoord: no shard descriptors")
+	}
+	reps := make([]*shard.Replica, len(descs))
+	for i, d := range descs {
+		rep, err := c.shards.Replica(d.ShardId)
+		if err != nil {
+			return nil, err
+		}
+		reps[i] = rep
+	}
+	return reps, nil
+}
+
+// spanEnd is the etcd range end that covers s: its own end, or for a single
+// key (or a range that holds no key) the key's successor.
+func spanEnd(s keySpan) []byte {
+	toEnd := len(s.end) == 1 && s.end[0] == 0
+	if toEnd || (len(s.end) > 0 && bytes.Compare(s.end, s.key) > 0) {
+		return s.end
+	}
+	return append(slices.Clip(s.key), 0)
+}
+
+// maxEnd returns the larger of two etcd range ends ("\x00" is infinite;
+// nil is none).
+func maxEnd(a, b []byte) []byte {
+	switch {
+	case len(a) == 0:
+		return b
+	case len(a) == 1 && a[0] == 0, len(b) == 1 && b[0] == 0:
+		return []byte{0}
+	case bytes.Compare(a, b) >= 0:
+		return a
+	}
+	return b
+}
+
+func shardsOf(reps []*shard.Replica) []*mvcc.Shard {
+	out := make([]*mvcc.Shard, len(reps))
+	for i, r := range reps {
+		out[i] = r.Shard()
+	}
+	return out
+}
+
+// Txn runs a transaction on the shard that owns its keys. A transaction
+// that only reads may span shards; one that writes may not yet
+// (CrossShardError).
+func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	spans := txnSpans(r, nil)
 	if IsTxnReadonly(r) {
-		return c.readTxn(ctx, rep, r, isTxnSerializable(r))
+		return c.readTxn(ctx, spans, r, isTxnSerializable(r))
 	}
 	if err := c.syncLeases(ctx, r); err != nil {
 		return nil, err
 	}
 	var resp *pb.TxnResponse
-	err = Retry(ctx, func() error {
+	err := c.retry(ctx, func() error {
+		rep, err := c.replicaFor(spans)
+		if err != nil {
+			return err
+		}
 		resp, err = rep.Write(ctx, r)
 		if errors.Is(err, shard.ErrNoWrite) {
 			// The chosen branch changes nothing: answer it as a read at the
 			// current revision. If meanwhile it would write, sequence it
 			// again.
-			resp, err = c.readTxn(ctx, rep, r, false)
+			resp, err = c.readTxnOnce(ctx, spans, r, false)
 			if errors.Is(err, mvcc.ErrTxnWrites) {
 				return errRetryNow
 			}
@@ -145,6 +261,19 @@ func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnRespons
 		return err
 	})
 	return resp, err
+}
+
+// retry is Retry for requests routed by the range cache: after a shard
+// answered that keys are not in its span, this node's meta replica catches
+// up (the split may be recorded by now) before the next attempt.
+func (c *Coordinator) retry(ctx context.Context, f func() error) error {
+	return Retry(ctx, func() error {
+		err := f()
+		if errors.Is(err, shard.ErrWrongShard) {
+			_ = c.meta.Sync(ctx)
+		}
+		return err
+	})
 }
 
 // syncLeases makes sure this node's meta replica knows of every lease r's
@@ -174,17 +303,24 @@ func txnLeases(r *pb.TxnRequest, ids []int64) []int64 {
 	return ids
 }
 
-func (c *Coordinator) readTxn(ctx context.Context, rep *shard.Replica, r *pb.TxnRequest, serializable bool) (*pb.TxnResponse, error) {
+func (c *Coordinator) readTxn(ctx context.Context, spans []keySpan, r *pb.TxnRequest, serializable bool) (*pb.TxnResponse, error) {
 	var resp *pb.TxnResponse
-	err := Retry(ctx, func() error {
-		view, err := c.view(ctx, rep, serializable)
-		if err != nil {
-			return err
-		}
-		resp, err = mvcc.ReadTxn(ctx, view, r, c.leases)
+	err := c.retry(ctx, func() (err error) {
+		resp, err = c.readTxnOnce(ctx, spans, r, serializable)
 		return err
 	})
 	return resp, err
+}
+
+func (c *Coordinator) readTxnOnce(ctx context.Context, spans []keySpan, r *pb.TxnRequest, serializable bool) (*pb.TxnResponse, error) {
+	if len(spans) == 0 {
+		spans = []keySpan{{key: []byte{}}} // no keys: any shard answers
+	}
+	view, err := c.readView(ctx, spans, serializable)
+	if err != nil {
+		return nil, err
+	}
+	return mvcc.ReadTxn(ctx, view, r, c.leases)
 }
 
 // Put is a transaction of one put.
@@ -237,7 +373,7 @@ func (c *Coordinator) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb
 	if err != nil {
 		return nil, err
 	}
-	reps, err := c.allReplicas()
+	reps, err := c.allReplicasWait(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -265,15 +401,22 @@ func (c *Coordinator) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb
 }
 
 // HashKV returns etcd's hash of the key-value history at rev (0: current).
+// With one shard it is that shard's, at its applied revision; across
+// shards, the hash of all of them at the cluster's current revision.
 func (c *Coordinator) HashKV(ctx context.Context, rev int64) (mvcc.KeyValueHash, int64, error) {
-	reps, err := c.allReplicas()
-	if err != nil {
-		return mvcc.KeyValueHash{}, 0, err
-	}
-	if len(reps) != 1 {
-		return mvcc.KeyValueHash{}, 0, &CrossShardError{Shards: shardIDs(reps)}
-	}
-	return reps[0].Shard().HashKV(ctx, rev)
+	var (
+		h   mvcc.KeyValueHash
+		cur int64
+	)
+	err := c.retry(ctx, func() error {
+		view, err := c.readView(ctx, []keySpan{{key: []byte{}, end: []byte{0}}}, false)
+		if err != nil {
+			return err
+		}
+		h, cur, err = view.HashKV(ctx, rev)
+		return err
+	})
+	return h, cur, err
 }
 
 // RevokeLeaseKeys deletes every key attached to a lease, at one revision,
@@ -296,38 +439,42 @@ func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
 	})
 }
 
-// RevokeLeaseKeysHere is RevokeLeaseKeys on this node's replica, which must
-// lead its shard. It first waits until this node's meta replica has applied
-// the revocation, so that no write sequenced after it attaches a key to the
-// lease.
+// RevokeLeaseKeysHere is RevokeLeaseKeys on this node's replicas, which
+// must lead their shards. It first waits until this node's meta replica has
+// applied the revocation, so that no write sequenced after it attaches a
+// key to the lease. Each shard deletes its keys of the lease at one
+// revision; a lease with keys in several shards takes one revision per
+// shard (one for all comes with cross-shard transactions).
 func (c *Coordinator) RevokeLeaseKeysHere(ctx context.Context, lease int64) error {
-	reps, err := c.allReplicas()
-	if err != nil {
-		return err
-	}
-	if len(reps) != 1 {
-		// One revision across shards needs a cross-shard transaction.
-		return &CrossShardError{Shards: shardIDs(reps)}
-	}
 	if c.leases.LeaseExists(lease) {
 		if err := c.meta.Sync(ctx); err != nil {
 			return err
 		}
 	}
-	return Retry(ctx, func() error {
-		_, err := reps[0].RevokeLease(ctx, lease)
-		if errors.Is(err, shard.ErrNoWrite) {
-			return nil // no keys
-		}
+	reps, err := c.allReplicasWait(ctx)
+	if err != nil {
 		return err
-	})
+	}
+	for _, rep := range reps {
+		err := c.retry(ctx, func() error {
+			_, err := rep.RevokeLease(ctx, lease)
+			if errors.Is(err, shard.ErrNoWrite) {
+				return nil // no keys
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LeaseKeys returns the keys attached to a lease, from every shard, after
 // each local replica caught up with its shard (a replica that does not lead
 // may not have applied a write acknowledged before the call).
 func (c *Coordinator) LeaseKeys(ctx context.Context, lease int64) ([][]byte, error) {
-	reps, err := c.allReplicas()
+	reps, err := c.allReplicasWait(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -363,8 +510,20 @@ func (c *Coordinator) LeaseIDs() ([]int64, error) {
 	return slices.Compact(ids), nil
 }
 
+// allReplicasWait is allReplicas, retried while a shard's replica is
+// still starting (a shard a split just created).
+func (c *Coordinator) allReplicasWait(ctx context.Context) ([]*shard.Replica, error) {
+	var reps []*shard.Replica
+	err := c.retry(ctx, func() (err error) {
+		reps, err = c.allReplicas()
+		return err
+	})
+	return reps, err
+}
+
+// allReplicas returns this node's replicas of every shard.
 func (c *Coordinator) allReplicas() ([]*shard.Replica, error) {
-	descs := c.cache.Overlapping([]byte{0}, []byte{0})
+	descs := c.cache.All()
 	reps := make([]*shard.Replica, 0, len(descs))
 	for _, d := range descs {
 		rep, err := c.shards.Replica(d.ShardId)
@@ -374,14 +533,6 @@ func (c *Coordinator) allReplicas() ([]*shard.Replica, error) {
 		reps = append(reps, rep)
 	}
 	return reps, nil
-}
-
-func shardIDs(reps []*shard.Replica) []uint64 {
-	ids := make([]uint64, len(reps))
-	for i, r := range reps {
-		ids[i] = r.ShardID()
-	}
-	return ids
 }
 
 // keySpan is a key and an etcd range end.
@@ -505,4 +656,103 @@ func Retry(ctx context.Context, f func() error) error {
 // lessor that is not serving yet.
 func IsRetryable(err error) bool {
 	return shard.IsRetryable(err) || errors.Is(err, ErrTSONotReady) || errors.Is(err, ErrLessorNotReady)
+}
+
+// ErrSplitAtBoundary is returned for a split at a key where a shard
+// already starts.
+var ErrSplitAtBoundary = errors.New("basalt: a shard already starts at this key")
+
+// SplitHere splits the shard that owns key at key, when this node's replica
+// leads it (else a NotLeaderError names the leader): a new shard id from the
+// meta group, the split through the shard's Raft log, then its record in
+// the meta group. It returns the two shards' descriptors.
+func (c *Coordinator) SplitHere(ctx context.Context, key []byte) (left, right *basaltpb.ShardDescriptor, err error) {
+	err = c.retry(ctx, func() error {
+		d := c.cache.Lookup(key)
+		if d == nil {
+			return errors.New("txncoord: no shard descriptors")
+		}
+		if bytes.Equal(d.Start, key) {
+			return ErrSplitAtBoundary
+		}
+		rep, err := c.shards.Replica(d.ShardId)
+		if err != nil {
+			return err
+		}
+		if !rep.IsLeader() {
+			leader, _ := rep.Leader()
+			return &shard.NotLeaderError{ShardID: d.ShardId, Leader: leader}
+		}
+		id, err := c.shards.AllocShardID(ctx)
+		if err != nil {
+			return err
+		}
+		if right, err = rep.Split(ctx, key, id); err != nil {
+			return err
+		}
+		return c.shards.RecordSplit(ctx, d.ShardId, right)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	// This node holds a replica of the new shard (it starts on the
+	// parent's replicas): return once it serves.
+	err = Retry(ctx, func() error {
+		_, err := c.shards.Replica(right.ShardId)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range c.cache.All() {
+		if bytes.Equal(d.End, key) {
+			left = d
+		}
+	}
+	return left, right, nil
+}
+
+// ShardInfo is what a node knows of a shard from its replica.
+type ShardInfo struct {
+	Descriptor *basaltpb.ShardDescriptor
+	Leader     uint64
+	Size       uint64
+	Keys       int64
+	Revision   int64
+}
+
+// Shards describes every shard, with what this node's replica tells of it
+// (leader, approximate size, keys at its applied revision).
+func (c *Coordinator) Shards(ctx context.Context) ([]ShardInfo, error) {
+	if err := c.meta.Sync(ctx); err != nil {
+		return nil, err
+	}
+	var out []ShardInfo
+	for _, d := range c.cache.All() {
+		info := ShardInfo{Descriptor: d}
+		if rep, err := c.shards.Replica(d.ShardId); err == nil {
+			info.Leader, _ = rep.Leader()
+			sh := rep.Shard()
+			info.Revision = sh.Rev()
+			if info.Size, err = sh.ApproxSize(); err != nil {
+				return nil, err
+			}
+			res, err := sh.View().Range(ctx, d.Start, spanRangeEnd(d.End), mvcc.RangeOptions{CountOnly: true})
+			if err != nil {
+				return nil, err
+			}
+			info.Keys = int64(res.Count)
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// spanRangeEnd is the mvcc range end of a span's end: empty and not nil
+// reads every key on.
+func spanRangeEnd(end []byte) []byte {
+	if len(end) == 0 {
+		return []byte{}
+	}
+	return end
 }

@@ -12,8 +12,21 @@ import (
 // descriptors of the meta group. Spans are disjoint and together cover the
 // key space.
 type RangeCache struct {
+	src DescriptorSource // nil: updated by Update only
+
 	mu     sync.RWMutex
 	shards []*basaltpb.ShardDescriptor // sorted by start
+	gen    uint64                      // src's generation of shards
+}
+
+// DescriptorSource is where a RangeCache finds the descriptors: this node's
+// replica of the meta group (shard.MetaStateMachine).
+type DescriptorSource interface {
+	// Shards returns the descriptors and their generation.
+	Shards() ([]*basaltpb.ShardDescriptor, uint64)
+	// ShardsGen returns the generation of the descriptors, which changes
+	// whenever they do.
+	ShardsGen() uint64
 }
 
 // NewRangeCache returns a cache holding descs.
@@ -23,10 +36,63 @@ func NewRangeCache(descs []*basaltpb.ShardDescriptor) *RangeCache {
 	return c
 }
 
-// Update replaces the cached descriptors.
-func (c *RangeCache) Update(descs []*basaltpb.ShardDescriptor) {
+// NewRangeCacheFrom returns a cache that follows src: every lookup first
+// checks src's generation and reloads when it changed (one atomic load
+// when it did not).
+func NewRangeCacheFrom(src DescriptorSource) *RangeCache {
+	c := &RangeCache{src: src}
+	descs, gen := src.Shards()
+	c.Update(descs)
+	c.gen = gen
+	return c
+}
+
+// refresh reloads the descriptors when the source has newer ones.
+func (c *RangeCache) refresh() {
+	if c.src == nil {
+		return
+	}
+	gen := c.src.ShardsGen()
+	c.mu.RLock()
+	fresh := c.gen == gen
+	c.mu.RUnlock()
+	if fresh {
+		return
+	}
+	descs, gen := c.src.Shards()
+	sorted := sortedDescs(descs)
+	c.mu.Lock()
+	if gen > c.gen {
+		c.shards, c.gen = sorted, gen
+	}
+	c.mu.Unlock()
+}
+
+// Len returns the number of shards.
+func (c *RangeCache) Len() int {
+	c.refresh()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.shards)
+}
+
+// All returns every shard in key order.
+func (c *RangeCache) All() []*basaltpb.ShardDescriptor {
+	c.refresh()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Clone(c.shards)
+}
+
+func sortedDescs(descs []*basaltpb.ShardDescriptor) []*basaltpb.ShardDescriptor {
 	sorted := slices.Clone(descs)
 	slices.SortFunc(sorted, func(a, b *basaltpb.ShardDescriptor) int { return bytes.Compare(a.Start, b.Start) })
+	return sorted
+}
+
+// Update replaces the cached descriptors.
+func (c *RangeCache) Update(descs []*basaltpb.ShardDescriptor) {
+	sorted := sortedDescs(descs)
 	c.mu.Lock()
 	c.shards = sorted
 	c.mu.Unlock()
@@ -34,6 +100,7 @@ func (c *RangeCache) Update(descs []*basaltpb.ShardDescriptor) {
 
 // Lookup returns the shard owning key, or nil.
 func (c *RangeCache) Lookup(key []byte) *basaltpb.ShardDescriptor {
+	c.refresh()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	i := c.search(key)
@@ -61,6 +128,7 @@ func (c *RangeCache) search(key []byte) int {
 // Overlapping returns the shards that own keys of [key, end) in key order;
 // end follows etcd: nil is the single key, "\x00" every key from key on.
 func (c *RangeCache) Overlapping(key, end []byte) []*basaltpb.ShardDescriptor {
+	c.refresh()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	i := c.search(key)

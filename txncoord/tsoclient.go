@@ -28,6 +28,9 @@ type TSOClient struct {
 	server   TSOServer
 	combiner *combine.Combiner[*tsoRequest]
 	closed   atomic.Bool
+	// seen is the newest revision the server returned: allocated, or
+	// reported current.
+	seen atomic.Int64
 }
 
 type tsoRequest struct {
@@ -58,6 +61,20 @@ func (c *TSOClient) Allocate(ctx context.Context, n int) (int64, error) {
 // later.
 func (c *TSOClient) Current(ctx context.Context) (int64, error) {
 	return c.do(ctx, 0)
+}
+
+// Seen returns the newest revision this client got from the server, by
+// Allocate or Current: a cheap lower bound of the current revision, with no
+// call.
+func (c *TSOClient) Seen() int64 { return c.seen.Load() }
+
+func (c *TSOClient) see(rev int64) {
+	for {
+		old := c.seen.Load()
+		if rev <= old || c.seen.CompareAndSwap(old, rev) {
+			return
+		}
+	}
 }
 
 func (c *TSOClient) do(ctx context.Context, n int) (int64, error) {
@@ -103,10 +120,14 @@ func (c *TSOClient) serve(batch []*tsoRequest) {
 	var first, cur int64
 	var allocErr, curErr error
 	if total > 0 {
-		first, allocErr = c.server.Allocate(ctx, total)
+		if first, allocErr = c.server.Allocate(ctx, total); allocErr == nil {
+			c.see(first + int64(total) - 1)
+		}
 	}
 	if readers > 0 {
-		cur, curErr = c.server.Current(ctx)
+		if cur, curErr = c.server.Current(ctx); curErr == nil {
+			c.see(cur)
+		}
 	}
 	for _, r := range batch {
 		switch {

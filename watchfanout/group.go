@@ -2,8 +2,10 @@ package watchfanout
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,21 +40,27 @@ const (
 	syncInterval = 100 * time.Millisecond
 )
 
-// group holds the watchers of one shard on this node. Synced watchers get
-// each revision's events as the shard publishes them; unsynced ones (new
-// watches from a past revision, slow consumers, watchers that lost events
-// when the feed overflowed) are caught up from the change log, at most
-// maxRevsPerSync revisions per response, until they reach the resolved
-// revision and join the synced ones.
+// group holds the watchers of this node, fed by every shard replica on
+// the node. Synced watchers get each revision's events once every shard
+// has resolved it (the minimum of the shards' resolved revisions), in
+// revision order; unsynced ones (new watches from a past revision, slow
+// consumers, watchers that lost events when the feed overflowed) are
+// caught up from the shards' change logs, at most maxRevsPerSync revisions
+// per response, until they reach the resolved revision and join the synced
+// ones.
 //
 // Invariant: every event at or below resolved has been offered to the
 // synced watchers (or is for a revision below their minRev); a watcher's
 // minRev is the first revision it has not been sent.
+//
+// Resolved advances only while the sources' spans cover the key space. A
+// split shortens its shard's span when it applies, before the new shard's
+// replica starts and joins the group (AddSource): until then the new
+// shard's writes are nobody's, and resolved waits for them.
 type group struct {
-	src Source
-	lg  *zap.Logger
+	lg *zap.Logger
 
-	feed     chan shard.FeedItem
+	feed     chan sourceItem
 	lost     atomic.Bool // the feed overflowed: items were dropped
 	kickc    chan struct{}
 	stopc    chan struct{}
@@ -60,50 +68,85 @@ type group struct {
 	stopOnce sync.Once
 
 	mu        sync.Mutex
+	sources   []*source
+	pending   map[int64][]*mvccpb.Event // fed, not yet resolved on every shard
 	resolved  int64
 	resolvedc chan struct{} // closed when resolved advances
 	synced    index
 	unsynced  map[*watcher]struct{}
 }
 
-var _ shard.Observer = (*group)(nil)
+// source is one shard replica feeding the group.
+type source struct {
+	g   *group
+	src Source
+	// resolved is the shard's resolved revision as its feed told it; the
+	// group's mutex guards it.
+	resolved int64
+}
 
-func newGroup(src Source, lg *zap.Logger) *group {
+// sourceItem is a feed item and the shard it came from.
+type sourceItem struct {
+	s    *source
+	item shard.FeedItem
+}
+
+var _ shard.Observer = (*source)(nil)
+
+func newGroup(lg *zap.Logger) *group {
 	g := &group{
-		src:       src,
 		lg:        lg,
-		feed:      make(chan shard.FeedItem, feedLen),
+		feed:      make(chan sourceItem, feedLen),
 		kickc:     make(chan struct{}, 1),
 		stopc:     make(chan struct{}),
+		pending:   make(map[int64][]*mvccpb.Event),
 		resolvedc: make(chan struct{}),
 		synced:    newIndex(),
 		unsynced:  make(map[*watcher]struct{}),
 	}
-	// Observe first, then read the applied revision: a write applied in
-	// between is both published and at most the initial resolved revision,
-	// and dispatching skips what a watcher's minRev says it has.
-	src.Observe(g)
-	g.resolved = src.Shard().Rev()
 	g.wg.Add(2)
 	go g.dispatchLoop()
 	go g.syncLoop()
 	return g
 }
 
+// addSource starts feeding the group from a shard replica.
+func (g *group) addSource(src Source) {
+	s := &source{g: g, src: src}
+	// Observe first, then read the applied revision: a write applied in
+	// between is both published and at most the initial resolved revision,
+	// and dispatching skips what a watcher's minRev says it has.
+	src.Observe(s)
+	g.mu.Lock()
+	s.resolved = src.Shard().Rev()
+	g.sources = append(g.sources, s)
+	g.mu.Unlock()
+	if len(g.sources) == 1 {
+		g.mu.Lock()
+		g.advanceLocked(s.resolved)
+		g.mu.Unlock()
+	}
+}
+
 func (g *group) stop() {
 	g.stopOnce.Do(func() {
-		g.src.Observe(nil)
+		g.mu.Lock()
+		sources := g.sources
+		g.mu.Unlock()
+		for _, s := range sources {
+			s.src.Observe(nil)
+		}
 		close(g.stopc)
 		g.wg.Wait()
 	})
 }
 
 // Observe takes a feed item from the shard without blocking.
-func (g *group) Observe(item shard.FeedItem) {
+func (s *source) Observe(item shard.FeedItem) {
 	select {
-	case g.feed <- item:
+	case s.g.feed <- sourceItem{s: s, item: item}:
 	default:
-		g.lost.Store(true)
+		s.g.lost.Store(true)
 	}
 }
 
@@ -111,17 +154,18 @@ func (g *group) dispatchLoop() {
 	defer g.wg.Done()
 	for {
 		select {
-		case item := <-g.feed:
-			g.dispatch(item)
+		case si := <-g.feed:
+			g.dispatch(si)
 		case <-g.stopc:
 			return
 		}
 	}
 }
 
-// dispatch sends an item's events to the synced watchers, a response per
-// revision and watcher, and advances the resolved revision.
-func (g *group) dispatch(item shard.FeedItem) {
+// dispatch takes an item's events and its shard's resolved revision, and
+// sends the events of every revision all shards have resolved to the
+// synced watchers, a response per revision and watcher.
+func (g *group) dispatch(si sourceItem) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.lost.Swap(false) {
@@ -132,21 +176,77 @@ func (g *group) dispatch(item shard.FeedItem) {
 			g.synced.remove(w)
 			g.unsynced[w] = struct{}{}
 		}
-		g.advanceLocked(g.src.Shard().Rev())
-	}
-	evs := item.Events
-	for i := 0; i < len(evs); {
-		j, rev := i, evs[i].Kv.ModRevision
-		for j < len(evs) && evs[j].Kv.ModRevision == rev {
-			j++
+		clear(g.pending)
+		for _, s := range g.sources {
+			s.resolved = max(s.resolved, s.src.Shard().Rev())
 		}
-		g.notifyLocked(rev, evs[i:j])
-		i = j
 	}
-	g.advanceLocked(item.Resolved)
+	for _, ev := range si.item.Events {
+		rev := ev.Kv.ModRevision
+		g.pending[rev] = append(g.pending[rev], ev)
+	}
+	si.s.resolved = max(si.s.resolved, si.item.Resolved)
+	g.releaseLocked()
 	if len(g.unsynced) > 0 {
 		g.kick()
 	}
+}
+
+// releaseLocked dispatches the pending revisions every shard has resolved,
+// in order, and advances the group's resolved revision.
+func (g *group) releaseLocked() {
+	if !g.coveredLocked() {
+		return
+	}
+	upTo := g.sources[0].resolved
+	for _, s := range g.sources[1:] {
+		upTo = min(upTo, s.resolved)
+	}
+	if upTo <= g.resolved {
+		if len(g.pending) > 0 {
+			// A shard holds the others back: ask it to resolve now.
+			for _, s := range g.sources {
+				if s.resolved == upTo {
+					s.src.ResolveNow()
+				}
+			}
+		}
+		return
+	}
+	var revs []int64
+	for rev := range g.pending {
+		if rev <= upTo {
+			revs = append(revs, rev)
+		}
+	}
+	slices.Sort(revs)
+	for _, rev := range revs {
+		g.notifyLocked(rev, g.pending[rev])
+		delete(g.pending, rev)
+	}
+	g.advanceLocked(upTo)
+}
+
+// coveredLocked reports whether the sources' spans cover the key space
+// (see group).
+func (g *group) coveredLocked() bool {
+	if len(g.sources) == 0 {
+		return false
+	}
+	spans := make([][2][]byte, len(g.sources))
+	for i, s := range g.sources {
+		spans[i][0], spans[i][1] = s.src.Shard().Span()
+	}
+	slices.SortFunc(spans, func(a, b [2][]byte) int { return bytes.Compare(a[0], b[0]) })
+	if len(spans[0][0]) != 0 {
+		return false
+	}
+	for i := 1; i < len(spans); i++ {
+		if !bytes.Equal(spans[i-1][1], spans[i][0]) {
+			return false
+		}
+	}
+	return len(spans[len(spans)-1][1]) == 0
 }
 
 func (g *group) notifyLocked(rev int64, evs []*mvccpb.Event) {
@@ -190,7 +290,7 @@ func (g *group) waitResolved(ctx context.Context, rev int64) error {
 		if done {
 			return nil
 		}
-		g.src.ResolveNow()
+		g.resolveNow(rev)
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -202,6 +302,22 @@ func (g *group) waitResolved(ctx context.Context, rev int64) error {
 }
 
 var errClosed = errors.New("watchfanout: closed")
+
+// resolveNow asks the shards that have not resolved rev to publish a
+// resolved revision now.
+func (g *group) resolveNow(rev int64) {
+	g.mu.Lock()
+	var late []Source
+	for _, s := range g.sources {
+		if s.resolved < rev {
+			late = append(late, s.src)
+		}
+	}
+	g.mu.Unlock()
+	for _, src := range late {
+		src.ResolveNow()
+	}
+}
 
 func (g *group) kick() {
 	select {
@@ -235,8 +351,7 @@ func (g *group) syncOnce() bool {
 		return false
 	}
 	cur := g.resolved
-	sh := g.src.Shard()
-	compacted := sh.CompactRev()
+	compacted := g.compactRevLocked()
 	chosen := make([]*watcher, 0, min(len(g.unsynced), maxWatchersPerSync))
 	from := int64(-1)
 	for w := range g.unsynced {
@@ -262,10 +377,10 @@ func (g *group) syncOnce() bool {
 	if len(chosen) == 0 {
 		return false
 	}
-	evs, more, err := sh.Changes(context.Background(), from, cur, maxRevsPerSync)
+	evs, more, err := g.changesLocked(from, cur)
 	if err != nil {
 		if !errors.Is(err, mvcc.ErrCompacted) {
-			g.lg.Warn("watch-catch-up", zap.Uint64("shard-id", g.src.ShardID()), zap.Error(err))
+			g.lg.Warn("watch-catch-up", zap.Error(err))
 		}
 		return false // compacted meanwhile: the next round cancels them
 	}
@@ -292,6 +407,57 @@ func (g *group) syncOnce() bool {
 		}
 	}
 	return progressed && more != 0
+}
+
+// compactRevLocked is the highest compacted revision of the shards: below
+// it, some shard's change log is gone.
+func (g *group) compactRevLocked() int64 {
+	rev := int64(-1)
+	for _, s := range g.sources {
+		rev = max(rev, s.src.Shard().CompactRev())
+	}
+	return rev
+}
+
+// changesLocked reads the events of revisions [from, to] from every
+// shard's change log, at most maxRevsPerSync revisions of each, merged in
+// revision order (Shard.Changes). more is the first revision left out, 0
+// when none was.
+func (g *group) changesLocked(from, to int64) (evs []*mvccpb.Event, more int64, err error) {
+	for _, s := range g.sources {
+		part, m, err := s.src.Shard().Changes(context.Background(), from, to, maxRevsPerSync)
+		if err != nil {
+			return nil, 0, err
+		}
+		if m != 0 && (more == 0 || m < more) {
+			more = m
+		}
+		evs = append(evs, part...)
+	}
+	if more != 0 {
+		evs = slices.DeleteFunc(evs, func(ev *mvccpb.Event) bool { return ev.Kv.ModRevision >= more })
+	}
+	if len(g.sources) > 1 {
+		slices.SortStableFunc(evs, func(a, b *mvccpb.Event) int { return cmp.Compare(a.Kv.ModRevision, b.Kv.ModRevision) })
+	}
+	return evs, more, nil
+}
+
+// prevKV returns key's value just before rev, from the shard that holds
+// key.
+func (g *group) prevKV(key []byte, rev int64) (*mvccpb.KeyValue, error) {
+	g.mu.Lock()
+	var sh *mvcc.Shard
+	for _, s := range g.sources {
+		if s.src.Shard().Contains(key) {
+			sh = s.src.Shard()
+		}
+	}
+	g.mu.Unlock()
+	if sh == nil {
+		return nil, nil
+	}
+	return sh.PrevKV(key, rev)
 }
 
 // add registers a watcher: synced when it starts after the resolved

@@ -16,7 +16,6 @@ var (
 	ErrEmptyRange   = errors.New("mvcc: watcher range is empty")
 	ErrDuplicateID  = errors.New("mvcc: duplicate watch ID provided on the WatchStream")
 	ErrNotExist     = errors.New("mvcc: watcher does not exist")
-	ErrCrossShard   = errors.New("watchfanout: watches across shards are not supported yet")
 	errStreamClosed = errors.New("watchfanout: stream closed")
 )
 
@@ -98,10 +97,10 @@ func (w *watcher) filtered(ev *mvccpb.Event) bool {
 	return false
 }
 
-// Hub is the node's watch fan-out: one group of watchers per shard replica
-// on the node, and the streams of the node's clients.
+// Hub is the node's watch fan-out: one group of watchers fed by every
+// shard replica on the node, and the streams of the node's clients.
 type Hub struct {
-	groups  []*group
+	g       *group
 	current func(ctx context.Context) (int64, error)
 	lg      *zap.Logger
 }
@@ -112,46 +111,19 @@ func NewHub(sources []Source, current func(ctx context.Context) (int64, error), 
 	if lg == nil {
 		lg = zap.NewNop()
 	}
-	h := &Hub{current: current, lg: lg}
+	h := &Hub{g: newGroup(lg), current: current, lg: lg}
 	for _, s := range sources {
-		h.groups = append(h.groups, newGroup(s, lg.With(zap.Uint64("shard-id", s.ShardID()))))
+		h.AddSource(s)
 	}
 	return h
 }
 
-// Close stops the groups. Streams must be closed first.
-func (h *Hub) Close() {
-	for _, g := range h.groups {
-		g.stop()
-	}
-}
+// AddSource feeds the hub from one more shard replica (a shard created by
+// a split).
+func (h *Hub) AddSource(s Source) { h.g.addSource(s) }
 
-// groupFor returns the one group whose shard holds [key, end).
-func (h *Hub) groupFor(key, end []byte) (*group, error) {
-	var found *group
-	for _, g := range h.groups {
-		start, stop := g.src.Shard().Span()
-		if overlaps(key, end, start, stop) {
-			if found != nil {
-				return nil, ErrCrossShard
-			}
-			found = g
-		}
-	}
-	if found == nil {
-		return nil, ErrCrossShard
-	}
-	return found, nil
-}
-
-// overlaps reports whether the watch range [key, end) meets the span
-// [start, stop) (empty stop: no upper bound).
-func overlaps(key, end, start, stop []byte) bool {
-	if end == nil {
-		return bytes.Compare(key, start) >= 0 && (len(stop) == 0 || bytes.Compare(key, stop) < 0)
-	}
-	return (len(stop) == 0 || bytes.Compare(key, stop) < 0) && (len(end) == 0 || bytes.Compare(start, end) < 0)
-}
+// Close stops the group. Streams must be closed first.
+func (h *Hub) Close() { h.g.stop() }
 
 // Rev returns the revision a control response reports: the cluster's
 // current revision, once every event up to it has been dispatched (so that
@@ -161,21 +133,15 @@ func (h *Hub) Rev(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, g := range h.groups {
-		if err := g.waitResolved(ctx, rev); err != nil {
-			return 0, err
-		}
+	if err := h.g.waitResolved(ctx, rev); err != nil {
+		return 0, err
 	}
 	return rev, nil
 }
 
 // PrevKV returns key's value just before rev, for events with prev_kv.
 func (h *Hub) PrevKV(key []byte, rev int64) (*mvccpb.KeyValue, error) {
-	g, err := h.groupFor(key, nil)
-	if err != nil {
-		return nil, err
-	}
-	return g.src.Shard().PrevKV(key, rev)
+	return h.g.prevKV(key, rev)
 }
 
 // Stream is one client watch stream: its watches and its responses.
@@ -205,10 +171,7 @@ func (s *Stream) Watch(ctx context.Context, id int64, key, end []byte, startRev 
 	if len(end) != 0 && bytes.Compare(key, end) != -1 {
 		return InvalidWatchID, 0, ErrEmptyRange
 	}
-	g, err := s.hub.groupFor(key, end)
-	if err != nil {
-		return InvalidWatchID, 0, err
-	}
+	g := s.hub.g
 	rev, err := s.hub.Rev(ctx)
 	if err != nil {
 		return InvalidWatchID, 0, err
@@ -274,8 +237,7 @@ func (s *Stream) RequestProgressAll() {
 	}
 	s.mu.Unlock()
 	for g, ws := range byGroup {
-		// One group today; with several, the response waits for all.
-		g.progress(ws, InvalidWatchID)
+		g.progress(ws, InvalidWatchID) // one group: one response at most
 	}
 }
 

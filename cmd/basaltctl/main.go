@@ -1,6 +1,8 @@
-// Command basaltctl is Basalt's admin tool for what etcdctl does not cover.
-// Today it runs benchmarks:
+// Command basaltctl is Basalt's admin tool for what etcdctl does not cover:
+// shards and benchmarks.
 //
+//	basaltctl shards [--endpoint host:port]   list the shards
+//	basaltctl shard split KEY                 split the shard that holds KEY at KEY
 //	basaltctl bench WORKLOAD [flags]          run against --endpoints
 //	basaltctl bench compare WORKLOAD [flags]  Basalt and etcd 3.7.3 side by side
 //	basaltctl bench merge RESULT.json...      merge results of several client machines
@@ -36,6 +38,8 @@ func main() {
 }
 
 const usage = `usage:
+  basaltctl shards [--endpoint host:port]    list the shards: span, size, keys, leader, replicas
+  basaltctl shard split KEY [--endpoint ..]  split the shard that holds KEY at KEY
   basaltctl bench WORKLOAD [flags]           run a workload against --endpoints
   basaltctl bench compare WORKLOAD [flags]   run it against Basalt and etcd 3.7.3, side by side
   basaltctl bench merge RESULT.json...       merge results measured from several machines
@@ -54,6 +58,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "shards":
+		return runShards(ctx, args[1:], stdout, stderr)
+	case "shard":
+		return runShard(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 }

@@ -246,11 +246,22 @@ type gen struct {
 	r         *rand.Rand
 	p         *Pair
 	compacted int64
+	// keys are the keys requests use (nil: genKeys); with bounded, range
+	// ends stay among them (never "\x00"), so that writes stay in one
+	// shard when keys do.
+	keys    []string
+	bounded bool
 }
 
 var genKeys = []string{"a", "b", "c", "a/1", "a/2", "a/3", "b/1", "b/2", "k0", "k1", "k2", "k3", "k4", "k5", "zz", "\x00", "\x01", "\xff", "\xff\xff"}
 
-func (g *gen) key() []byte { return []byte(genKeys[g.r.IntN(len(genKeys))]) }
+func (g *gen) key() []byte {
+	keys := g.keys
+	if keys == nil {
+		keys = genKeys
+	}
+	return []byte(keys[g.r.IntN(len(keys))])
+}
 
 func (g *gen) value() []byte {
 	switch g.r.IntN(4) {
@@ -281,6 +292,9 @@ func (g *gen) end(key []byte) []byte {
 		}
 		return []byte{0}
 	default:
+		if g.bounded {
+			return g.key()
+		}
 		return []byte{0}
 	}
 }

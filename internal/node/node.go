@@ -214,17 +214,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err = n.host.PromoteSelf(ctx); err != nil {
 		return nil, fmt.Errorf("node: promote to a voting member: %w", err)
 	}
-	state, err := n.host.MetaGroup().ReadState(ctx)
-	if err != nil {
+	// The range cache follows this node's meta replica: catch it up first.
+	if err = n.host.MetaGroup().Sync(ctx); err != nil {
 		return nil, err
 	}
-	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCache(state.Shards), n.host, n.host.MetaGroup(), n.host.Meta(), cfg.Logger)
+	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCacheFrom(n.host.Meta()), n.host, n.host.MetaGroup(), n.host.Meta(), cfg.Logger)
 	n.coord.SetPeers(n.peers)
-	var sources []watchfanout.Source
-	for _, r := range n.host.Replicas() {
-		sources = append(sources, r)
+	n.hub = watchfanout.NewHub(nil, n.coord.CurrentRevision, cfg.Logger)
+	for _, r := range n.host.WatchReplicas(func(r *shard.Replica) { n.hub.AddSource(r) }) {
+		n.hub.AddSource(r)
 	}
-	n.hub = watchfanout.NewHub(sources, n.coord.CurrentRevision, cfg.Logger)
 	n.lessor = txncoord.NewLessor(txncoord.LessorConfig{
 		MinTTL:             txncoord.MinLeaseTTL(n.host.RaftTimings()),
 		CheckpointInterval: cfg.LeaseCheckpointInterval,

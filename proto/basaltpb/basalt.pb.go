@@ -44,6 +44,9 @@ const (
 	ErrorCode_NO_WRITE         ErrorCode = 6
 	ErrorCode_LEASE_EXISTS     ErrorCode = 7
 	ErrorCode_MEMBER_NOT_FOUND ErrorCode = 8
+	// A key is outside the shard's span: the shard split, or the sender's
+	// descriptors are stale.
+	ErrorCode_WRONG_SHARD ErrorCode = 9
 )
 
 // Enum value maps for ErrorCode.
@@ -58,6 +61,7 @@ var (
 		6: "NO_WRITE",
 		7: "LEASE_EXISTS",
 		8: "MEMBER_NOT_FOUND",
+		9: "WRONG_SHARD",
 	}
 	ErrorCode_value = map[string]int32{
 		"OK":               0,
@@ -69,6 +73,7 @@ var (
 		"NO_WRITE":         6,
 		"LEASE_EXISTS":     7,
 		"MEMBER_NOT_FOUND": 8,
+		"WRONG_SHARD":      9,
 	}
 )
 
@@ -107,6 +112,7 @@ type DataCommand struct {
 	//	*DataCommand_WriteBatch
 	//	*DataCommand_Compact
 	//	*DataCommand_Resolved
+	//	*DataCommand_Split
 	Command       isDataCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -176,6 +182,15 @@ func (x *DataCommand) GetResolved() *ResolvedCommand {
 	return nil
 }
 
+func (x *DataCommand) GetSplit() *SplitCommand {
+	if x != nil {
+		if x, ok := x.Command.(*DataCommand_Split); ok {
+			return x.Split
+		}
+	}
+	return nil
+}
+
 type isDataCommand_Command interface {
 	isDataCommand_Command()
 }
@@ -192,11 +207,81 @@ type DataCommand_Resolved struct {
 	Resolved *ResolvedCommand `protobuf:"bytes,3,opt,name=resolved,proto3,oneof"`
 }
 
+type DataCommand_Split struct {
+	Split *SplitCommand `protobuf:"bytes,4,opt,name=split,proto3,oneof"`
+}
+
 func (*DataCommand_WriteBatch) isDataCommand_Command() {}
 
 func (*DataCommand_Compact) isDataCommand_Command() {}
 
 func (*DataCommand_Resolved) isDataCommand_Command() {}
+
+func (*DataCommand_Split) isDataCommand_Command() {}
+
+// SplitCommand splits a data shard at key: the shard keeps [start, key),
+// a new shard child_id takes [key, end) with the same data, revision and
+// compaction, and starts on the replicas listed (the shard's voters when
+// the split was proposed).
+type SplitCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	ChildId       uint64                 `protobuf:"varint,2,opt,name=child_id,json=childId,proto3" json:"child_id,omitempty"`
+	Replicas      map[uint64]string      `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitCommand) Reset() {
+	*x = SplitCommand{}
+	mi := &file_basalt_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitCommand) ProtoMessage() {}
+
+func (x *SplitCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitCommand.ProtoReflect.Descriptor instead.
+func (*SplitCommand) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SplitCommand) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *SplitCommand) GetChildId() uint64 {
+	if x != nil {
+		return x.ChildId
+	}
+	return 0
+}
+
+func (x *SplitCommand) GetReplicas() map[uint64]string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
 
 // WriteBatch is the set of writes one sequencer batch proposes as one Raft
 // entry. Writes are applied in order; their revisions increase.
@@ -209,7 +294,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_basalt_proto_msgTypes[1]
+	mi := &file_basalt_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +306,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[1]
+	mi := &file_basalt_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +319,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{1}
+	return file_basalt_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *WriteBatch) GetWrites() []*Write {
@@ -257,7 +342,7 @@ type Write struct {
 
 func (x *Write) Reset() {
 	*x = Write{}
-	mi := &file_basalt_proto_msgTypes[2]
+	mi := &file_basalt_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +354,7 @@ func (x *Write) String() string {
 func (*Write) ProtoMessage() {}
 
 func (x *Write) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[2]
+	mi := &file_basalt_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +367,7 @@ func (x *Write) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Write.ProtoReflect.Descriptor instead.
 func (*Write) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{2}
+	return file_basalt_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Write) GetRevision() int64 {
@@ -309,7 +394,7 @@ type CompactCommand struct {
 
 func (x *CompactCommand) Reset() {
 	*x = CompactCommand{}
-	mi := &file_basalt_proto_msgTypes[3]
+	mi := &file_basalt_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +406,7 @@ func (x *CompactCommand) String() string {
 func (*CompactCommand) ProtoMessage() {}
 
 func (x *CompactCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[3]
+	mi := &file_basalt_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +419,7 @@ func (x *CompactCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactCommand.ProtoReflect.Descriptor instead.
 func (*CompactCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{3}
+	return file_basalt_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CompactCommand) GetRevision() int64 {
@@ -357,7 +442,7 @@ type ResolvedCommand struct {
 
 func (x *ResolvedCommand) Reset() {
 	*x = ResolvedCommand{}
-	mi := &file_basalt_proto_msgTypes[4]
+	mi := &file_basalt_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -369,7 +454,7 @@ func (x *ResolvedCommand) String() string {
 func (*ResolvedCommand) ProtoMessage() {}
 
 func (x *ResolvedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[4]
+	mi := &file_basalt_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -382,7 +467,7 @@ func (x *ResolvedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolvedCommand.ProtoReflect.Descriptor instead.
 func (*ResolvedCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{4}
+	return file_basalt_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ResolvedCommand) GetRevision() int64 {
@@ -402,7 +487,7 @@ type CompactResult struct {
 
 func (x *CompactResult) Reset() {
 	*x = CompactResult{}
-	mi := &file_basalt_proto_msgTypes[5]
+	mi := &file_basalt_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +499,7 @@ func (x *CompactResult) String() string {
 func (*CompactResult) ProtoMessage() {}
 
 func (x *CompactResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[5]
+	mi := &file_basalt_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +512,7 @@ func (x *CompactResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResult.ProtoReflect.Descriptor instead.
 func (*CompactResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{5}
+	return file_basalt_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CompactResult) GetError() ErrorCode {
@@ -450,6 +535,8 @@ type MetaCommand struct {
 	//	*MetaCommand_LeaseCheckpoint
 	//	*MetaCommand_PutMember
 	//	*MetaCommand_RemoveMember
+	//	*MetaCommand_AllocShardId
+	//	*MetaCommand_RecordSplit
 	Command       isMetaCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -457,7 +544,7 @@ type MetaCommand struct {
 
 func (x *MetaCommand) Reset() {
 	*x = MetaCommand{}
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +556,7 @@ func (x *MetaCommand) String() string {
 func (*MetaCommand) ProtoMessage() {}
 
 func (x *MetaCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +569,7 @@ func (x *MetaCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommand.ProtoReflect.Descriptor instead.
 func (*MetaCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{6}
+	return file_basalt_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MetaCommand) GetCommand() isMetaCommand_Command {
@@ -564,6 +651,24 @@ func (x *MetaCommand) GetRemoveMember() *RemoveMember {
 	return nil
 }
 
+func (x *MetaCommand) GetAllocShardId() *AllocShardID {
+	if x != nil {
+		if x, ok := x.Command.(*MetaCommand_AllocShardId); ok {
+			return x.AllocShardId
+		}
+	}
+	return nil
+}
+
+func (x *MetaCommand) GetRecordSplit() *RecordSplit {
+	if x != nil {
+		if x, ok := x.Command.(*MetaCommand_RecordSplit); ok {
+			return x.RecordSplit
+		}
+	}
+	return nil
+}
+
 type isMetaCommand_Command interface {
 	isMetaCommand_Command()
 }
@@ -600,6 +705,14 @@ type MetaCommand_RemoveMember struct {
 	RemoveMember *RemoveMember `protobuf:"bytes,8,opt,name=remove_member,json=removeMember,proto3,oneof"`
 }
 
+type MetaCommand_AllocShardId struct {
+	AllocShardId *AllocShardID `protobuf:"bytes,9,opt,name=alloc_shard_id,json=allocShardId,proto3,oneof"`
+}
+
+type MetaCommand_RecordSplit struct {
+	RecordSplit *RecordSplit `protobuf:"bytes,10,opt,name=record_split,json=recordSplit,proto3,oneof"`
+}
+
 func (*MetaCommand_SetTsoCeiling) isMetaCommand_Command() {}
 
 func (*MetaCommand_PutShard) isMetaCommand_Command() {}
@@ -616,6 +729,102 @@ func (*MetaCommand_PutMember) isMetaCommand_Command() {}
 
 func (*MetaCommand_RemoveMember) isMetaCommand_Command() {}
 
+func (*MetaCommand_AllocShardId) isMetaCommand_Command() {}
+
+func (*MetaCommand_RecordSplit) isMetaCommand_Command() {}
+
+// AllocShardID hands out a shard id never used before (MetaResult.shard_id).
+type AllocShardID struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocShardID) Reset() {
+	*x = AllocShardID{}
+	mi := &file_basalt_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocShardID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocShardID) ProtoMessage() {}
+
+func (x *AllocShardID) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocShardID.ProtoReflect.Descriptor instead.
+func (*AllocShardID) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{8}
+}
+
+// RecordSplit records a split that the parent shard has applied: the
+// parent's descriptor ends at the child's start and its epoch grows; the
+// child's descriptor is added. Recording it again changes nothing.
+type RecordSplit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ParentId      uint64                 `protobuf:"varint,1,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	Child         *ShardDescriptor       `protobuf:"bytes,2,opt,name=child,proto3" json:"child,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordSplit) Reset() {
+	*x = RecordSplit{}
+	mi := &file_basalt_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordSplit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordSplit) ProtoMessage() {}
+
+func (x *RecordSplit) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordSplit.ProtoReflect.Descriptor instead.
+func (*RecordSplit) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RecordSplit) GetParentId() uint64 {
+	if x != nil {
+		return x.ParentId
+	}
+	return 0
+}
+
+func (x *RecordSplit) GetChild() *ShardDescriptor {
+	if x != nil {
+		return x.Child
+	}
+	return nil
+}
+
 // SetTSOCeiling persists the TSO's ceiling: no revision at or above it has
 // been handed out. A new TSO leader starts allocating at the ceiling.
 type SetTSOCeiling struct {
@@ -627,7 +836,7 @@ type SetTSOCeiling struct {
 
 func (x *SetTSOCeiling) Reset() {
 	*x = SetTSOCeiling{}
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +848,7 @@ func (x *SetTSOCeiling) String() string {
 func (*SetTSOCeiling) ProtoMessage() {}
 
 func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +861,7 @@ func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTSOCeiling.ProtoReflect.Descriptor instead.
 func (*SetTSOCeiling) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{7}
+	return file_basalt_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetTSOCeiling) GetCeiling() int64 {
@@ -679,7 +888,7 @@ type ShardDescriptor struct {
 
 func (x *ShardDescriptor) Reset() {
 	*x = ShardDescriptor{}
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +900,7 @@ func (x *ShardDescriptor) String() string {
 func (*ShardDescriptor) ProtoMessage() {}
 
 func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +913,7 @@ func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardDescriptor.ProtoReflect.Descriptor instead.
 func (*ShardDescriptor) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{8}
+	return file_basalt_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShardDescriptor) GetShardId() uint64 {
@@ -752,7 +961,7 @@ type PutShard struct {
 
 func (x *PutShard) Reset() {
 	*x = PutShard{}
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +973,7 @@ func (x *PutShard) String() string {
 func (*PutShard) ProtoMessage() {}
 
 func (x *PutShard) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +986,7 @@ func (x *PutShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShard.ProtoReflect.Descriptor instead.
 func (*PutShard) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{9}
+	return file_basalt_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PutShard) GetShard() *ShardDescriptor {
@@ -802,7 +1011,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1023,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1036,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{10}
+	return file_basalt_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Lease) GetId() int64 {
@@ -862,7 +1071,7 @@ type LeaseGrant struct {
 
 func (x *LeaseGrant) Reset() {
 	*x = LeaseGrant{}
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1083,7 @@ func (x *LeaseGrant) String() string {
 func (*LeaseGrant) ProtoMessage() {}
 
 func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1096,7 @@ func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
 func (*LeaseGrant) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{11}
+	return file_basalt_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeaseGrant) GetId() int64 {
@@ -914,7 +1123,7 @@ type LeaseRevoke struct {
 
 func (x *LeaseRevoke) Reset() {
 	*x = LeaseRevoke{}
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1135,7 @@ func (x *LeaseRevoke) String() string {
 func (*LeaseRevoke) ProtoMessage() {}
 
 func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1148,7 @@ func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevoke.ProtoReflect.Descriptor instead.
 func (*LeaseRevoke) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{12}
+	return file_basalt_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LeaseRevoke) GetId() int64 {
@@ -961,7 +1170,7 @@ type LeaseCheckpoint struct {
 
 func (x *LeaseCheckpoint) Reset() {
 	*x = LeaseCheckpoint{}
-	mi := &file_basalt_proto_msgTypes[13]
+	mi := &file_basalt_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1182,7 @@ func (x *LeaseCheckpoint) String() string {
 func (*LeaseCheckpoint) ProtoMessage() {}
 
 func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[13]
+	mi := &file_basalt_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1195,7 @@ func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
 func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{13}
+	return file_basalt_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LeaseCheckpoint) GetLeases() []*Lease {
@@ -1000,13 +1209,14 @@ func (x *LeaseCheckpoint) GetLeases() []*Lease {
 type MetaResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=basalt.ErrorCode" json:"error,omitempty"`
+	ShardId       uint64                 `protobuf:"varint,2,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MetaResult) Reset() {
 	*x = MetaResult{}
-	mi := &file_basalt_proto_msgTypes[14]
+	mi := &file_basalt_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1228,7 @@ func (x *MetaResult) String() string {
 func (*MetaResult) ProtoMessage() {}
 
 func (x *MetaResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[14]
+	mi := &file_basalt_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1241,7 @@ func (x *MetaResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaResult.ProtoReflect.Descriptor instead.
 func (*MetaResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{14}
+	return file_basalt_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MetaResult) GetError() ErrorCode {
@@ -1039,6 +1249,13 @@ func (x *MetaResult) GetError() ErrorCode {
 		return x.Error
 	}
 	return ErrorCode_OK
+}
+
+func (x *MetaResult) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
 }
 
 // RecordCompaction records a cluster-wide compaction revision.
@@ -1051,7 +1268,7 @@ type RecordCompaction struct {
 
 func (x *RecordCompaction) Reset() {
 	*x = RecordCompaction{}
-	mi := &file_basalt_proto_msgTypes[15]
+	mi := &file_basalt_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1280,7 @@ func (x *RecordCompaction) String() string {
 func (*RecordCompaction) ProtoMessage() {}
 
 func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[15]
+	mi := &file_basalt_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1293,7 @@ func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCompaction.ProtoReflect.Descriptor instead.
 func (*RecordCompaction) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{15}
+	return file_basalt_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RecordCompaction) GetRevision() int64 {
@@ -1103,7 +1320,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_basalt_proto_msgTypes[16]
+	mi := &file_basalt_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1332,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[16]
+	mi := &file_basalt_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1345,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{16}
+	return file_basalt_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Member) GetId() uint64 {
@@ -1177,7 +1394,7 @@ type PutMember struct {
 
 func (x *PutMember) Reset() {
 	*x = PutMember{}
-	mi := &file_basalt_proto_msgTypes[17]
+	mi := &file_basalt_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1406,7 @@ func (x *PutMember) String() string {
 func (*PutMember) ProtoMessage() {}
 
 func (x *PutMember) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[17]
+	mi := &file_basalt_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1419,7 @@ func (x *PutMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMember.ProtoReflect.Descriptor instead.
 func (*PutMember) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{17}
+	return file_basalt_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutMember) GetMember() *Member {
@@ -1223,7 +1440,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_basalt_proto_msgTypes[18]
+	mi := &file_basalt_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1452,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[18]
+	mi := &file_basalt_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1465,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{18}
+	return file_basalt_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveMember) GetId() uint64 {
@@ -1268,13 +1485,16 @@ type MetaState struct {
 	Members []*Member `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
 	// removed_members are ids that were removed and must not come back.
 	RemovedMembers []uint64 `protobuf:"varint,5,rep,packed,name=removed_members,json=removedMembers,proto3" json:"removed_members,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The last shard id handed out (0: none yet; ids start above the
+	// bootstrap shards).
+	LastShardId   uint64 `protobuf:"varint,6,opt,name=last_shard_id,json=lastShardId,proto3" json:"last_shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MetaState) Reset() {
 	*x = MetaState{}
-	mi := &file_basalt_proto_msgTypes[19]
+	mi := &file_basalt_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1506,7 @@ func (x *MetaState) String() string {
 func (*MetaState) ProtoMessage() {}
 
 func (x *MetaState) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[19]
+	mi := &file_basalt_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1519,7 @@ func (x *MetaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaState.ProtoReflect.Descriptor instead.
 func (*MetaState) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{19}
+	return file_basalt_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MetaState) GetTsoCeiling() int64 {
@@ -1337,6 +1557,267 @@ func (x *MetaState) GetRemovedMembers() []uint64 {
 	return nil
 }
 
+func (x *MetaState) GetLastShardId() uint64 {
+	if x != nil {
+		return x.LastShardId
+	}
+	return 0
+}
+
+type SplitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitRequest) Reset() {
+	*x = SplitRequest{}
+	mi := &file_basalt_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitRequest) ProtoMessage() {}
+
+func (x *SplitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
+func (*SplitRequest) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SplitRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type SplitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Left          *ShardDescriptor       `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right         *ShardDescriptor       `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitResponse) Reset() {
+	*x = SplitResponse{}
+	mi := &file_basalt_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitResponse) ProtoMessage() {}
+
+func (x *SplitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
+func (*SplitResponse) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SplitResponse) GetLeft() *ShardDescriptor {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *SplitResponse) GetRight() *ShardDescriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
+type ShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardsRequest) Reset() {
+	*x = ShardsRequest{}
+	mi := &file_basalt_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardsRequest) ProtoMessage() {}
+
+func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
+func (*ShardsRequest) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{25}
+}
+
+type ShardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shards        []*ShardInfo           `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardsResponse) Reset() {
+	*x = ShardsResponse{}
+	mi := &file_basalt_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardsResponse) ProtoMessage() {}
+
+func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
+func (*ShardsResponse) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ShardsResponse) GetShards() []*ShardInfo {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+type ShardInfo struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Descriptor_ *ShardDescriptor       `protobuf:"bytes,1,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Leader      uint64                 `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Approximate bytes of the shard's versions on the answering node.
+	Size uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// Keys (live at the current revision) on the answering node's replica.
+	Keys          int64 `protobuf:"varint,4,opt,name=keys,proto3" json:"keys,omitempty"`
+	Revision      int64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardInfo) Reset() {
+	*x = ShardInfo{}
+	mi := &file_basalt_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardInfo) ProtoMessage() {}
+
+func (x *ShardInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
+func (*ShardInfo) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ShardInfo) GetDescriptor_() *ShardDescriptor {
+	if x != nil {
+		return x.Descriptor_
+	}
+	return nil
+}
+
+func (x *ShardInfo) GetLeader() uint64 {
+	if x != nil {
+		return x.Leader
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetKeys() int64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type AllocateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Count         int64                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
@@ -1346,7 +1827,7 @@ type AllocateRequest struct {
 
 func (x *AllocateRequest) Reset() {
 	*x = AllocateRequest{}
-	mi := &file_basalt_proto_msgTypes[20]
+	mi := &file_basalt_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1839,7 @@ func (x *AllocateRequest) String() string {
 func (*AllocateRequest) ProtoMessage() {}
 
 func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[20]
+	mi := &file_basalt_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1852,7 @@ func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
 func (*AllocateRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{20}
+	return file_basalt_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AllocateRequest) GetCount() int64 {
@@ -1390,7 +1871,7 @@ type AllocateResponse struct {
 
 func (x *AllocateResponse) Reset() {
 	*x = AllocateResponse{}
-	mi := &file_basalt_proto_msgTypes[21]
+	mi := &file_basalt_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1883,7 @@ func (x *AllocateResponse) String() string {
 func (*AllocateResponse) ProtoMessage() {}
 
 func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[21]
+	mi := &file_basalt_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1896,7 @@ func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateResponse.ProtoReflect.Descriptor instead.
 func (*AllocateResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{21}
+	return file_basalt_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AllocateResponse) GetFirst() int64 {
@@ -1433,7 +1914,7 @@ type CurrentRequest struct {
 
 func (x *CurrentRequest) Reset() {
 	*x = CurrentRequest{}
-	mi := &file_basalt_proto_msgTypes[22]
+	mi := &file_basalt_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1926,7 @@ func (x *CurrentRequest) String() string {
 func (*CurrentRequest) ProtoMessage() {}
 
 func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[22]
+	mi := &file_basalt_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1939,7 @@ func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentRequest.ProtoReflect.Descriptor instead.
 func (*CurrentRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{22}
+	return file_basalt_proto_rawDescGZIP(), []int{30}
 }
 
 type CurrentResponse struct {
@@ -1470,7 +1951,7 @@ type CurrentResponse struct {
 
 func (x *CurrentResponse) Reset() {
 	*x = CurrentResponse{}
-	mi := &file_basalt_proto_msgTypes[23]
+	mi := &file_basalt_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1963,7 @@ func (x *CurrentResponse) String() string {
 func (*CurrentResponse) ProtoMessage() {}
 
 func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[23]
+	mi := &file_basalt_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1976,7 @@ func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentResponse.ProtoReflect.Descriptor instead.
 func (*CurrentResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{23}
+	return file_basalt_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CurrentResponse) GetRevision() int64 {
@@ -1514,7 +1995,7 @@ type RevokeLeaseKeysRequest struct {
 
 func (x *RevokeLeaseKeysRequest) Reset() {
 	*x = RevokeLeaseKeysRequest{}
-	mi := &file_basalt_proto_msgTypes[24]
+	mi := &file_basalt_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +2007,7 @@ func (x *RevokeLeaseKeysRequest) String() string {
 func (*RevokeLeaseKeysRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[24]
+	mi := &file_basalt_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +2020,7 @@ func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{24}
+	return file_basalt_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeLeaseKeysRequest) GetLease() int64 {
@@ -1557,7 +2038,7 @@ type RevokeLeaseKeysResponse struct {
 
 func (x *RevokeLeaseKeysResponse) Reset() {
 	*x = RevokeLeaseKeysResponse{}
-	mi := &file_basalt_proto_msgTypes[25]
+	mi := &file_basalt_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +2050,7 @@ func (x *RevokeLeaseKeysResponse) String() string {
 func (*RevokeLeaseKeysResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[25]
+	mi := &file_basalt_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +2063,7 @@ func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{25}
+	return file_basalt_proto_rawDescGZIP(), []int{33}
 }
 
 type WriteRequest struct {
@@ -1596,7 +2077,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_basalt_proto_msgTypes[26]
+	mi := &file_basalt_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +2089,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[26]
+	mi := &file_basalt_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +2102,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{26}
+	return file_basalt_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WriteRequest) GetTxns() [][]byte {
@@ -1641,7 +2122,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_basalt_proto_msgTypes[27]
+	mi := &file_basalt_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +2134,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[27]
+	mi := &file_basalt_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +2147,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{27}
+	return file_basalt_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WriteResponse) GetResults() []*WriteResult {
@@ -1689,7 +2170,7 @@ type WriteResult struct {
 
 func (x *WriteResult) Reset() {
 	*x = WriteResult{}
-	mi := &file_basalt_proto_msgTypes[28]
+	mi := &file_basalt_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +2182,7 @@ func (x *WriteResult) String() string {
 func (*WriteResult) ProtoMessage() {}
 
 func (x *WriteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[28]
+	mi := &file_basalt_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +2195,7 @@ func (x *WriteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResult.ProtoReflect.Descriptor instead.
 func (*WriteResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{28}
+	return file_basalt_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WriteResult) GetTxnResponse() []byte {
@@ -1742,13 +2223,21 @@ var File_basalt_proto protoreflect.FileDescriptor
 
 const file_basalt_proto_rawDesc = "" +
 	"\n" +
-	"\fbasalt.proto\x12\x06basalt\"\xba\x01\n" +
+	"\fbasalt.proto\x12\x06basalt\"\xe8\x01\n" +
 	"\vDataCommand\x125\n" +
 	"\vwrite_batch\x18\x01 \x01(\v2\x12.basalt.WriteBatchH\x00R\n" +
 	"writeBatch\x122\n" +
 	"\acompact\x18\x02 \x01(\v2\x16.basalt.CompactCommandH\x00R\acompact\x125\n" +
-	"\bresolved\x18\x03 \x01(\v2\x17.basalt.ResolvedCommandH\x00R\bresolvedB\t\n" +
-	"\acommand\"3\n" +
+	"\bresolved\x18\x03 \x01(\v2\x17.basalt.ResolvedCommandH\x00R\bresolved\x12,\n" +
+	"\x05split\x18\x04 \x01(\v2\x14.basalt.SplitCommandH\x00R\x05splitB\t\n" +
+	"\acommand\"\xb8\x01\n" +
+	"\fSplitCommand\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x19\n" +
+	"\bchild_id\x18\x02 \x01(\x04R\achildId\x12>\n" +
+	"\breplicas\x18\x03 \x03(\v2\".basalt.SplitCommand.ReplicasEntryR\breplicas\x1a;\n" +
+	"\rReplicasEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
 	"\n" +
 	"WriteBatch\x12%\n" +
 	"\x06writes\x18\x01 \x03(\v2\r.basalt.WriteR\x06writes\"5\n" +
@@ -1760,7 +2249,7 @@ const file_basalt_proto_rawDesc = "" +
 	"\x0fResolvedCommand\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"8\n" +
 	"\rCompactResult\x12'\n" +
-	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\"\xfb\x03\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\"\xf3\x04\n" +
 	"\vMetaCommand\x12?\n" +
 	"\x0fset_tso_ceiling\x18\x01 \x01(\v2\x15.basalt.SetTSOCeilingH\x00R\rsetTsoCeiling\x12/\n" +
 	"\tput_shard\x18\x02 \x01(\v2\x10.basalt.PutShardH\x00R\bputShard\x12G\n" +
@@ -1771,8 +2260,15 @@ const file_basalt_proto_rawDesc = "" +
 	"\x10lease_checkpoint\x18\x06 \x01(\v2\x17.basalt.LeaseCheckpointH\x00R\x0fleaseCheckpoint\x122\n" +
 	"\n" +
 	"put_member\x18\a \x01(\v2\x11.basalt.PutMemberH\x00R\tputMember\x12;\n" +
-	"\rremove_member\x18\b \x01(\v2\x14.basalt.RemoveMemberH\x00R\fremoveMemberB\t\n" +
-	"\acommand\")\n" +
+	"\rremove_member\x18\b \x01(\v2\x14.basalt.RemoveMemberH\x00R\fremoveMember\x12<\n" +
+	"\x0ealloc_shard_id\x18\t \x01(\v2\x14.basalt.AllocShardIDH\x00R\fallocShardId\x128\n" +
+	"\frecord_split\x18\n" +
+	" \x01(\v2\x13.basalt.RecordSplitH\x00R\vrecordSplitB\t\n" +
+	"\acommand\"\x0e\n" +
+	"\fAllocShardID\"Y\n" +
+	"\vRecordSplit\x12\x1b\n" +
+	"\tparent_id\x18\x01 \x01(\x04R\bparentId\x12-\n" +
+	"\x05child\x18\x02 \x01(\v2\x17.basalt.ShardDescriptorR\x05child\")\n" +
 	"\rSetTSOCeiling\x12\x18\n" +
 	"\aceiling\x18\x01 \x01(\x03R\aceiling\"\xea\x01\n" +
 	"\x0fShardDescriptor\x12\x19\n" +
@@ -1797,10 +2293,11 @@ const file_basalt_proto_rawDesc = "" +
 	"\vLeaseRevoke\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\"8\n" +
 	"\x0fLeaseCheckpoint\x12%\n" +
-	"\x06leases\x18\x01 \x03(\v2\r.basalt.LeaseR\x06leases\"5\n" +
+	"\x06leases\x18\x01 \x03(\v2\r.basalt.LeaseR\x06leases\"P\n" +
 	"\n" +
 	"MetaResult\x12'\n" +
-	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\".\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\x12\x19\n" +
+	"\bshard_id\x18\x02 \x01(\x04R\ashardId\".\n" +
 	"\x10RecordCompaction\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"\x89\x01\n" +
 	"\x06Member\x12\x0e\n" +
@@ -1814,14 +2311,31 @@ const file_basalt_proto_rawDesc = "" +
 	"\tPutMember\x12&\n" +
 	"\x06member\x18\x01 \x01(\v2\x0e.basalt.MemberR\x06member\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\"\xdb\x01\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\xff\x01\n" +
 	"\tMetaState\x12\x1f\n" +
 	"\vtso_ceiling\x18\x01 \x01(\x03R\n" +
 	"tsoCeiling\x12)\n" +
 	"\x10compact_revision\x18\x02 \x01(\x03R\x0fcompactRevision\x12/\n" +
 	"\x06shards\x18\x03 \x03(\v2\x17.basalt.ShardDescriptorR\x06shards\x12(\n" +
 	"\amembers\x18\x04 \x03(\v2\x0e.basalt.MemberR\amembers\x12'\n" +
-	"\x0fremoved_members\x18\x05 \x03(\x04R\x0eremovedMembers\"'\n" +
+	"\x0fremoved_members\x18\x05 \x03(\x04R\x0eremovedMembers\x12\"\n" +
+	"\rlast_shard_id\x18\x06 \x01(\x04R\vlastShardId\" \n" +
+	"\fSplitRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"k\n" +
+	"\rSplitResponse\x12+\n" +
+	"\x04left\x18\x01 \x01(\v2\x17.basalt.ShardDescriptorR\x04left\x12-\n" +
+	"\x05right\x18\x02 \x01(\v2\x17.basalt.ShardDescriptorR\x05right\"\x0f\n" +
+	"\rShardsRequest\";\n" +
+	"\x0eShardsResponse\x12)\n" +
+	"\x06shards\x18\x01 \x03(\v2\x11.basalt.ShardInfoR\x06shards\"\xa0\x01\n" +
+	"\tShardInfo\x127\n" +
+	"\n" +
+	"descriptor\x18\x01 \x01(\v2\x17.basalt.ShardDescriptorR\n" +
+	"descriptor\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\x04R\x06leader\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04keys\x18\x04 \x01(\x03R\x04keys\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x03R\brevision\"'\n" +
 	"\x0fAllocateRequest\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\"(\n" +
 	"\x10AllocateResponse\x12\x14\n" +
@@ -1839,7 +2353,7 @@ const file_basalt_proto_rawDesc = "" +
 	"\vWriteResult\x12!\n" +
 	"\ftxn_response\x18\x01 \x01(\fR\vtxnResponse\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage*\xa9\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage*\xba\x01\n" +
 	"\tErrorCode\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x12\n" +
 	"\x0eSTALE_REVISION\x10\x01\x12\x11\n" +
@@ -1849,12 +2363,15 @@ const file_basalt_proto_rawDesc = "" +
 	"\tCOMPACTED\x10\x05\x12\f\n" +
 	"\bNO_WRITE\x10\x06\x12\x10\n" +
 	"\fLEASE_EXISTS\x10\a\x12\x14\n" +
-	"\x10MEMBER_NOT_FOUND\x10\b2\x8f\x02\n" +
+	"\x10MEMBER_NOT_FOUND\x10\b\x12\x0f\n" +
+	"\vWRONG_SHARD\x10\t2\xfe\x02\n" +
 	"\bInternal\x12=\n" +
 	"\bAllocate\x12\x17.basalt.AllocateRequest\x1a\x18.basalt.AllocateResponse\x12:\n" +
 	"\aCurrent\x12\x16.basalt.CurrentRequest\x1a\x17.basalt.CurrentResponse\x12R\n" +
 	"\x0fRevokeLeaseKeys\x12\x1e.basalt.RevokeLeaseKeysRequest\x1a\x1f.basalt.RevokeLeaseKeysResponse\x124\n" +
-	"\x05Write\x12\x14.basalt.WriteRequest\x1a\x15.basalt.WriteResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
+	"\x05Write\x12\x14.basalt.WriteRequest\x1a\x15.basalt.WriteResponse\x124\n" +
+	"\x05Split\x12\x14.basalt.SplitRequest\x1a\x15.basalt.SplitResponse\x127\n" +
+	"\x06Shards\x12\x15.basalt.ShardsRequest\x1a\x16.basalt.ShardsResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
 
 var (
 	file_basalt_proto_rawDescOnce sync.Once
@@ -1869,75 +2386,97 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_basalt_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: basalt.ErrorCode
 	(*DataCommand)(nil),             // 1: basalt.DataCommand
-	(*WriteBatch)(nil),              // 2: basalt.WriteBatch
-	(*Write)(nil),                   // 3: basalt.Write
-	(*CompactCommand)(nil),          // 4: basalt.CompactCommand
-	(*ResolvedCommand)(nil),         // 5: basalt.ResolvedCommand
-	(*CompactResult)(nil),           // 6: basalt.CompactResult
-	(*MetaCommand)(nil),             // 7: basalt.MetaCommand
-	(*SetTSOCeiling)(nil),           // 8: basalt.SetTSOCeiling
-	(*ShardDescriptor)(nil),         // 9: basalt.ShardDescriptor
-	(*PutShard)(nil),                // 10: basalt.PutShard
-	(*Lease)(nil),                   // 11: basalt.Lease
-	(*LeaseGrant)(nil),              // 12: basalt.LeaseGrant
-	(*LeaseRevoke)(nil),             // 13: basalt.LeaseRevoke
-	(*LeaseCheckpoint)(nil),         // 14: basalt.LeaseCheckpoint
-	(*MetaResult)(nil),              // 15: basalt.MetaResult
-	(*RecordCompaction)(nil),        // 16: basalt.RecordCompaction
-	(*Member)(nil),                  // 17: basalt.Member
-	(*PutMember)(nil),               // 18: basalt.PutMember
-	(*RemoveMember)(nil),            // 19: basalt.RemoveMember
-	(*MetaState)(nil),               // 20: basalt.MetaState
-	(*AllocateRequest)(nil),         // 21: basalt.AllocateRequest
-	(*AllocateResponse)(nil),        // 22: basalt.AllocateResponse
-	(*CurrentRequest)(nil),          // 23: basalt.CurrentRequest
-	(*CurrentResponse)(nil),         // 24: basalt.CurrentResponse
-	(*RevokeLeaseKeysRequest)(nil),  // 25: basalt.RevokeLeaseKeysRequest
-	(*RevokeLeaseKeysResponse)(nil), // 26: basalt.RevokeLeaseKeysResponse
-	(*WriteRequest)(nil),            // 27: basalt.WriteRequest
-	(*WriteResponse)(nil),           // 28: basalt.WriteResponse
-	(*WriteResult)(nil),             // 29: basalt.WriteResult
-	nil,                             // 30: basalt.ShardDescriptor.ReplicasEntry
+	(*SplitCommand)(nil),            // 2: basalt.SplitCommand
+	(*WriteBatch)(nil),              // 3: basalt.WriteBatch
+	(*Write)(nil),                   // 4: basalt.Write
+	(*CompactCommand)(nil),          // 5: basalt.CompactCommand
+	(*ResolvedCommand)(nil),         // 6: basalt.ResolvedCommand
+	(*CompactResult)(nil),           // 7: basalt.CompactResult
+	(*MetaCommand)(nil),             // 8: basalt.MetaCommand
+	(*AllocShardID)(nil),            // 9: basalt.AllocShardID
+	(*RecordSplit)(nil),             // 10: basalt.RecordSplit
+	(*SetTSOCeiling)(nil),           // 11: basalt.SetTSOCeiling
+	(*ShardDescriptor)(nil),         // 12: basalt.ShardDescriptor
+	(*PutShard)(nil),                // 13: basalt.PutShard
+	(*Lease)(nil),                   // 14: basalt.Lease
+	(*LeaseGrant)(nil),              // 15: basalt.LeaseGrant
+	(*LeaseRevoke)(nil),             // 16: basalt.LeaseRevoke
+	(*LeaseCheckpoint)(nil),         // 17: basalt.LeaseCheckpoint
+	(*MetaResult)(nil),              // 18: basalt.MetaResult
+	(*RecordCompaction)(nil),        // 19: basalt.RecordCompaction
+	(*Member)(nil),                  // 20: basalt.Member
+	(*PutMember)(nil),               // 21: basalt.PutMember
+	(*RemoveMember)(nil),            // 22: basalt.RemoveMember
+	(*MetaState)(nil),               // 23: basalt.MetaState
+	(*SplitRequest)(nil),            // 24: basalt.SplitRequest
+	(*SplitResponse)(nil),           // 25: basalt.SplitResponse
+	(*ShardsRequest)(nil),           // 26: basalt.ShardsRequest
+	(*ShardsResponse)(nil),          // 27: basalt.ShardsResponse
+	(*ShardInfo)(nil),               // 28: basalt.ShardInfo
+	(*AllocateRequest)(nil),         // 29: basalt.AllocateRequest
+	(*AllocateResponse)(nil),        // 30: basalt.AllocateResponse
+	(*CurrentRequest)(nil),          // 31: basalt.CurrentRequest
+	(*CurrentResponse)(nil),         // 32: basalt.CurrentResponse
+	(*RevokeLeaseKeysRequest)(nil),  // 33: basalt.RevokeLeaseKeysRequest
+	(*RevokeLeaseKeysResponse)(nil), // 34: basalt.RevokeLeaseKeysResponse
+	(*WriteRequest)(nil),            // 35: basalt.WriteRequest
+	(*WriteResponse)(nil),           // 36: basalt.WriteResponse
+	(*WriteResult)(nil),             // 37: basalt.WriteResult
+	nil,                             // 38: basalt.SplitCommand.ReplicasEntry
+	nil,                             // 39: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
-	2,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
-	4,  // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
-	5,  // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
-	3,  // 3: basalt.WriteBatch.writes:type_name -> basalt.Write
-	0,  // 4: basalt.CompactResult.error:type_name -> basalt.ErrorCode
-	8,  // 5: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
-	10, // 6: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
-	16, // 7: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
-	12, // 8: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
-	13, // 9: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
-	14, // 10: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
-	18, // 11: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
-	19, // 12: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
-	30, // 13: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
-	9,  // 14: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
-	11, // 15: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
-	0,  // 16: basalt.MetaResult.error:type_name -> basalt.ErrorCode
-	17, // 17: basalt.PutMember.member:type_name -> basalt.Member
-	9,  // 18: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
-	17, // 19: basalt.MetaState.members:type_name -> basalt.Member
-	29, // 20: basalt.WriteResponse.results:type_name -> basalt.WriteResult
-	21, // 21: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
-	23, // 22: basalt.Internal.Current:input_type -> basalt.CurrentRequest
-	25, // 23: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
-	27, // 24: basalt.Internal.Write:input_type -> basalt.WriteRequest
-	22, // 25: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
-	24, // 26: basalt.Internal.Current:output_type -> basalt.CurrentResponse
-	26, // 27: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
-	28, // 28: basalt.Internal.Write:output_type -> basalt.WriteResponse
-	25, // [25:29] is the sub-list for method output_type
-	21, // [21:25] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	3,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
+	5,  // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
+	6,  // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
+	2,  // 3: basalt.DataCommand.split:type_name -> basalt.SplitCommand
+	38, // 4: basalt.SplitCommand.replicas:type_name -> basalt.SplitCommand.ReplicasEntry
+	4,  // 5: basalt.WriteBatch.writes:type_name -> basalt.Write
+	0,  // 6: basalt.CompactResult.error:type_name -> basalt.ErrorCode
+	11, // 7: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
+	13, // 8: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
+	19, // 9: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
+	15, // 10: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
+	16, // 11: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
+	17, // 12: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
+	21, // 13: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
+	22, // 14: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
+	9,  // 15: basalt.MetaCommand.alloc_shard_id:type_name -> basalt.AllocShardID
+	10, // 16: basalt.MetaCommand.record_split:type_name -> basalt.RecordSplit
+	12, // 17: basalt.RecordSplit.child:type_name -> basalt.ShardDescriptor
+	39, // 18: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	12, // 19: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
+	14, // 20: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
+	0,  // 21: basalt.MetaResult.error:type_name -> basalt.ErrorCode
+	20, // 22: basalt.PutMember.member:type_name -> basalt.Member
+	12, // 23: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
+	20, // 24: basalt.MetaState.members:type_name -> basalt.Member
+	12, // 25: basalt.SplitResponse.left:type_name -> basalt.ShardDescriptor
+	12, // 26: basalt.SplitResponse.right:type_name -> basalt.ShardDescriptor
+	28, // 27: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
+	12, // 28: basalt.ShardInfo.descriptor:type_name -> basalt.ShardDescriptor
+	37, // 29: basalt.WriteResponse.results:type_name -> basalt.WriteResult
+	29, // 30: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
+	31, // 31: basalt.Internal.Current:input_type -> basalt.CurrentRequest
+	33, // 32: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
+	35, // 33: basalt.Internal.Write:input_type -> basalt.WriteRequest
+	24, // 34: basalt.Internal.Split:input_type -> basalt.SplitRequest
+	26, // 35: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
+	30, // 36: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
+	32, // 37: basalt.Internal.Current:output_type -> basalt.CurrentResponse
+	34, // 38: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
+	36, // 39: basalt.Internal.Write:output_type -> basalt.WriteResponse
+	25, // 40: basalt.Internal.Split:output_type -> basalt.SplitResponse
+	27, // 41: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
+	36, // [36:42] is the sub-list for method output_type
+	30, // [30:36] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_basalt_proto_init() }
@@ -1949,8 +2488,9 @@ func file_basalt_proto_init() {
 		(*DataCommand_WriteBatch)(nil),
 		(*DataCommand_Compact)(nil),
 		(*DataCommand_Resolved)(nil),
+		(*DataCommand_Split)(nil),
 	}
-	file_basalt_proto_msgTypes[6].OneofWrappers = []any{
+	file_basalt_proto_msgTypes[7].OneofWrappers = []any{
 		(*MetaCommand_SetTsoCeiling)(nil),
 		(*MetaCommand_PutShard)(nil),
 		(*MetaCommand_RecordCompaction)(nil),
@@ -1959,6 +2499,8 @@ func file_basalt_proto_init() {
 		(*MetaCommand_LeaseCheckpoint)(nil),
 		(*MetaCommand_PutMember)(nil),
 		(*MetaCommand_RemoveMember)(nil),
+		(*MetaCommand_AllocShardId)(nil),
+		(*MetaCommand_RecordSplit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1966,7 +2508,7 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

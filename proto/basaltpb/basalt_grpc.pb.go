@@ -30,6 +30,8 @@ const (
 	Internal_Current_FullMethodName         = "/basalt.Internal/Current"
 	Internal_RevokeLeaseKeys_FullMethodName = "/basalt.Internal/RevokeLeaseKeys"
 	Internal_Write_FullMethodName           = "/basalt.Internal/Write"
+	Internal_Split_FullMethodName           = "/basalt.Internal/Split"
+	Internal_Shards_FullMethodName          = "/basalt.Internal/Shards"
 )
 
 // InternalClient is the client API for Internal service.
@@ -51,6 +53,10 @@ type InternalClient interface {
 	// Write runs write transactions that clients sent to another member, at
 	// the leader of their shard: a member batches the writes it forwards.
 	Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteResponse, error)
+	// Split splits the shard that owns key at key (basaltctl shard split).
+	Split(ctx context.Context, in *SplitRequest, opts ...grpc.CallOption) (*SplitResponse, error)
+	// Shards lists the data shards (basaltctl shards).
+	Shards(ctx context.Context, in *ShardsRequest, opts ...grpc.CallOption) (*ShardsResponse, error)
 }
 
 type internalClient struct {
@@ -101,6 +107,26 @@ func (c *internalClient) Write(ctx context.Context, in *WriteRequest, opts ...gr
 	return out, nil
 }
 
+func (c *internalClient) Split(ctx context.Context, in *SplitRequest, opts ...grpc.CallOption) (*SplitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitResponse)
+	err := c.cc.Invoke(ctx, Internal_Split_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) Shards(ctx context.Context, in *ShardsRequest, opts ...grpc.CallOption) (*ShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardsResponse)
+	err := c.cc.Invoke(ctx, Internal_Shards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -120,6 +146,10 @@ type InternalServer interface {
 	// Write runs write transactions that clients sent to another member, at
 	// the leader of their shard: a member batches the writes it forwards.
 	Write(context.Context, *WriteRequest) (*WriteResponse, error)
+	// Split splits the shard that owns key at key (basaltctl shard split).
+	Split(context.Context, *SplitRequest) (*SplitResponse, error)
+	// Shards lists the data shards (basaltctl shards).
+	Shards(context.Context, *ShardsRequest) (*ShardsResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -141,6 +171,12 @@ func (UnimplementedInternalServer) RevokeLeaseKeys(context.Context, *RevokeLease
 }
 func (UnimplementedInternalServer) Write(context.Context, *WriteRequest) (*WriteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedInternalServer) Split(context.Context, *SplitRequest) (*SplitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Split not implemented")
+}
+func (UnimplementedInternalServer) Shards(context.Context, *ShardsRequest) (*ShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Shards not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -235,6 +271,42 @@ func _Internal_Write_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_Split_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Split(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Split_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Split(ctx, req.(*SplitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_Shards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Shards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Shards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Shards(ctx, req.(*ShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -257,6 +329,14 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Write",
 			Handler:    _Internal_Write_Handler,
+		},
+		{
+			MethodName: "Split",
+			Handler:    _Internal_Split_Handler,
+		},
+		{
+			MethodName: "Shards",
+			Handler:    _Internal_Shards_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
