@@ -671,7 +671,9 @@ func (m MetaGroup) ConfirmLeader(ctx context.Context) error {
 // Sync returns once this node's replica of the meta group has applied
 // everything committed before the call (a ReadIndex, on any replica).
 func (m MetaGroup) Sync(ctx context.Context) error {
-	return shard.ReadIndex(ctx, m.h.nh, shard.MetaShardID)
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	return retryDropped(ctx, func() error { return shard.ReadIndex(ctx, m.h.nh, shard.MetaShardID) })
 }
 
 // Propose proposes a meta command and waits until it is applied.
