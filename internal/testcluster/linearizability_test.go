@@ -88,9 +88,46 @@ var registerModel = porcupine.Model{
 // history with porcupine.
 func TestLinearizableUnderLeaderKills(t *testing.T) {
 	c := Start(t, 3)
+	history := registerWorkload(t, c, []string{"r0", "r1", "r2"}, func() {
+		// Stop the data shard's leader, then the meta group's, restarting
+		// each.
+		for round := range 4 {
+			time.Sleep(1500 * time.Millisecond)
+			victim := c.Leader()
+			if round%2 == 1 {
+				victim = c.MetaLeader()
+			}
+			c.Stop(victim)
+			time.Sleep(time.Second)
+			c.Restart(victim)
+		}
+	})
+	checkRegisters(t, history)
+}
+
+// TestLinearizableAcrossSplits runs the register workload on keys that
+// end up in different shards while the shards split under it.
+func TestLinearizableAcrossSplits(t *testing.T) {
+	c := Start(t, 3)
+	keys := []string{"r0", "r1", "r2", "r3", "r4", "r5"}
+	history := registerWorkload(t, c, keys, func() {
+		for i, at := range []string{"r3", "r1", "r5", "r2"} {
+			time.Sleep(700 * time.Millisecond)
+			split(t, c, i%len(c.Nodes), at)
+		}
+		time.Sleep(700 * time.Millisecond)
+	})
+	checkRegisters(t, history)
+	if n := len(shards(t, c, 0)); n != 5 {
+		t.Fatalf("%d shards after 4 splits, want 5", n)
+	}
+}
+
+// registerWorkload runs the register workload from four clients on keys
+// (set to "0" first) while during runs, and returns the history.
+func registerWorkload(t *testing.T, c *Cluster, keys []string, during func()) []porcupine.Operation {
 	ctx := ctxT(t, 2*time.Minute)
 	setup := c.Client(t)
-	keys := []string{"r0", "r1", "r2"}
 	for _, k := range keys {
 		if _, err := setup.Put(ctx, k, "0"); err != nil {
 			t.Fatal(err)
@@ -154,21 +191,17 @@ func TestLinearizableUnderLeaderKills(t *testing.T) {
 			}
 		}()
 	}
-	// Stop the data shard's leader, then the meta group's, restarting each.
-	for round := range 4 {
-		time.Sleep(1500 * time.Millisecond)
-		victim := c.Leader()
-		if round%2 == 1 {
-			victim = c.MetaLeader()
-		}
-		c.Stop(victim)
-		time.Sleep(time.Second)
-		c.Restart(victim)
-	}
+	during()
 	time.Sleep(time.Second)
 	stop()
 	wg.Wait()
+	return history
+}
 
+// checkRegisters requires a register history to be linearizable (an
+// Unknown answer fails too).
+func checkRegisters(t *testing.T, history []porcupine.Operation) {
+	t.Helper()
 	ok, unknown := 0, 0
 	for _, op := range history {
 		if op.Output.(registerOutput).unknown {
