@@ -179,3 +179,87 @@ func TestSplitsUnderLoad(t *testing.T) {
 		t.Fatalf("the shards hold %d keys, a range over all of them counts %d", keys, all.Count)
 	}
 }
+
+// A client pages through 100,000 keys at one revision while writers update
+// and delete keys and the shards split: the pages together are exactly the
+// keys and values at that revision.
+func TestPaginationAcrossSplits(t *testing.T) {
+	const keys = 100_000
+	c := Start(t, 1)
+	ctx := ctxT(t, 3*time.Minute)
+	cl := c.Client(t)
+	key := func(i int) string { return fmt.Sprintf("p%06d", i) }
+	for i := 0; i < keys; i += 128 {
+		var ops []clientv3.Op
+		for j := i; j < min(i+128, keys); j++ {
+			ops = append(ops, clientv3.OpPut(key(j), key(j)))
+		}
+		if _, err := cl.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at, err := cl.Get(ctx, "p", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := at.Header.Revision
+
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // writers: updates and deletes of the paged keys
+		defer wg.Done()
+		rnd := rand.New(rand.NewPCG(1, 2))
+		for !done.Load() {
+			k := key(rnd.IntN(keys))
+			var err error
+			if rnd.IntN(3) == 0 {
+				_, err = cl.Delete(ctx, k)
+			} else {
+				_, err = cl.Put(ctx, k, "changed")
+			}
+			if err != nil {
+				t.Errorf("write during paging: %v", err)
+				return
+			}
+		}
+	}()
+	go func() { // splits, spread over the key space
+		defer wg.Done()
+		for i := 1; i < 8 && !done.Load(); i++ {
+			split(t, c, 0, key(i*keys/8))
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+
+	var got []*mvccpb.KeyValue
+	from := "p"
+	for {
+		resp, err := cl.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd("p")), clientv3.WithRev(rev), clientv3.WithLimit(997))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Header.Revision < rev {
+			t.Fatalf("page header revision %d is below the paging revision %d", resp.Header.Revision, rev)
+		}
+		got = append(got, resp.Kvs...)
+		if !resp.More {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		time.Sleep(2 * time.Millisecond) // let writes and splits interleave
+	}
+	done.Store(true)
+	wg.Wait()
+	if len(got) != keys {
+		t.Fatalf("pages hold %d keys, want %d", len(got), keys)
+	}
+	for i, kv := range got {
+		if string(kv.Key) != key(i) || string(kv.Value) != key(i) || kv.ModRevision > rev {
+			t.Fatalf("page entry %d is %s=%s@%d, want %s=%s at or below %d", i, kv.Key, kv.Value, kv.ModRevision, key(i), key(i), rev)
+		}
+	}
+	if n := len(shards(t, c, 0)); n < 4 {
+		t.Fatalf("only %d shards: the splits did not happen during the paging", n)
+	}
+}
