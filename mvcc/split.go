@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 
+	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
@@ -130,3 +131,60 @@ func (sh *Shard) ApproxSize() (uint64, error) {
 	lower, upper := dataSpanBounds(sh.Span())
 	return sh.store.db.EstimateDiskUsage(lower, upper)
 }
+
+// MiddleKey returns a key that splits the shard's keys (every key with a
+// version, deleted or not) into two halves, or nil when the shard has fewer
+// than two keys. It reads every key of the shard twice: call it rarely.
+func (sh *Shard) MiddleKey() ([]byte, error) {
+	lower, upper := dataSpanBounds(sh.Span())
+	var n int
+	if err := sh.eachKey(lower, upper, func([]byte) bool { n++; return true }); err != nil {
+		return nil, err
+	}
+	if n < 2 {
+		return nil, nil
+	}
+	var mid []byte
+	i := 0
+	err := sh.eachKey(lower, upper, func(k []byte) bool {
+		if i == n/2 {
+			mid = append([]byte(nil), k...)
+			return false
+		}
+		i++
+		return true
+	})
+	return mid, err
+}
+
+// eachKey calls fn with every user key in [lower, upper) (Pebble bounds),
+// once per key, until fn returns false.
+func (sh *Shard) eachKey(lower, upper []byte, fn func(userKey []byte) bool) error {
+	it, err := sh.store.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.First(); valid; valid = it.NextPrefix() {
+		userKey, _, ok := decodeDataKey(it.Key())
+		if !ok {
+			return errCorruptValue
+		}
+		if !fn(userKey) {
+			break
+		}
+	}
+	return it.Error()
+}
+
+// FlushIfMemTableOver flushes the memtables when they hold more than n
+// bytes, so that ApproxSize (which sees only what is on disk) counts them.
+func (s *Store) FlushIfMemTableOver(n int64) error {
+	if int64(s.db.Metrics().MemTable.Size) <= n {
+		return nil
+	}
+	return s.db.Flush()
+}
+
+// Store returns the store the shard lives in.
+func (sh *Shard) Store() *Store { return sh.store }

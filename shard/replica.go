@@ -262,6 +262,8 @@ func (r *Replica) Split(ctx context.Context, key []byte, childID uint64) (*basal
 	if !r.Shard().Contains(key) {
 		return nil, ErrWrongShard
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeoutOf(ctx))
+	defer cancel()
 	members, err := r.nh.SyncGetShardMembership(ctx, r.shardID)
 	if err != nil {
 		return nil, err

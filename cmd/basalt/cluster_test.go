@@ -288,6 +288,8 @@ func TestBadClusterFlags(t *testing.T) {
 		{[]string{"--initial-cluster", "e2e"}, "is not name=peer-url"},
 		{[]string{"--initial-cluster-state", "maybe"}, "--initial-cluster-state must be new or existing"},
 		{[]string{"--gossip-addr", "nowhere"}, "gossip address"},
+		{[]string{"--shard-split-size", "-1"}, "--shard-split-size must not be negative"},
+		{[]string{"--shard-split-size", "lots"}, "invalid value"},
 	} {
 		args := append([]string{"--name", "e2e", "--data-dir", t.TempDir(), "--listen-client-urls", "http://" + freeAddr(t),
 			"--listen-peer-urls", peer, "--gossip-addr", freeAddr(t)}, c.args...)

@@ -46,6 +46,8 @@ func run(args []string) error {
 		maxRequestBytes = fs.Int("max-request-bytes", 1536*1024, "maximum client request size in bytes the server will accept")
 		maxTxnOps       = fs.Int("max-txn-ops", 128, "maximum number of operations permitted in a transaction")
 		snapshotCount   = fs.Uint64("snapshot-count", 10000, "number of committed transactions to trigger a snapshot to disk")
+		splitSize       = fs.Int64("shard-split-size", 0, "split a shard at its middle key when its data on disk passes this many bytes (0: only basaltctl shard split splits; transactions across shards are not supported yet)")
+		splitInterval   = fs.Duration("shard-split-check-interval", 10*time.Second, "how often shard sizes are checked against --shard-split-size")
 		logLevel        = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		enablePprof     = fs.Bool("enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/")
 		progressNotify  = fs.Duration("watch-progress-notify-interval", 10*time.Minute, "duration of periodic watch progress notifications")
@@ -82,6 +84,7 @@ func run(args []string) error {
 		InitialCluster:      *initialCluster,
 		InitialClusterState: *clusterState,
 		SnapshotCount:       *snapshotCount,
+		ShardSplitSize:      *splitSize,
 		GossipAddr:          *gossipAddr,
 		Join:                *join,
 		HeartbeatInterval:   time.Duration(*heartbeat) * time.Millisecond,
@@ -92,6 +95,7 @@ func run(args []string) error {
 
 		WatchProgressNotifyInterval: *progressNotify,
 		LeaseCheckpointInterval:     *leaseCheckpoint,
+		ShardSplitCheckInterval:     *splitInterval,
 		Logger:                      lg,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lni/dragonboat/v4/config"
@@ -58,6 +59,12 @@ type Config struct {
 	// SnapshotCount is etcd's --snapshot-count: applied entries between
 	// Raft snapshots (default 10,000).
 	SnapshotCount uint64
+	// ShardSplitSize splits a shard at its middle key when its data on
+	// disk passes this many bytes (0: never by itself).
+	ShardSplitSize int64
+	// ShardSplitCheckInterval is how often shard sizes are checked
+	// (default 10 s).
+	ShardSplitCheckInterval time.Duration
 	// GossipAddr is where this node's memberlist gossip listens (TCP and
 	// UDP; default: the peer URL's host, port + 1).
 	GossipAddr string
@@ -116,6 +123,12 @@ func (c *Config) Validate() error {
 		}
 		c.GossipAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
 	}
+	if c.ShardSplitSize < 0 {
+		return fmt.Errorf("node: --shard-split-size must not be negative, not %d", c.ShardSplitSize)
+	}
+	if c.ShardSplitCheckInterval <= 0 {
+		c.ShardSplitCheckInterval = 10 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -147,13 +160,16 @@ type Node struct {
 	peers     *router.Peers
 	gossip    *placement.Gossip
 	// stopping is closed when Stop begins.
-	stopping  chan struct{}
-	coord     *txncoord.Coordinator
-	lessor    *txncoord.Lessor
-	hub       *watchfanout.Hub
-	server    *router.Server
-	listeners []net.Listener
-	member    *pb.Member
+	stopping chan struct{}
+	// background runs until Stop: the size check that splits shards.
+	background sync.WaitGroup
+	cancelBg   context.CancelFunc
+	coord      *txncoord.Coordinator
+	lessor     *txncoord.Lessor
+	hub        *watchfanout.Hub
+	server     *router.Server
+	listeners  []net.Listener
+	member     *pb.Member
 }
 
 // Start starts a node and returns once it serves clients.
@@ -279,6 +295,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// requests to them, and MemberList shows them.
 	if err := n.host.PublishSelf(ctx, cfg.Name, cfg.AdvertiseClientURLs); err != nil {
 		return nil, fmt.Errorf("node: publish member: %w", err)
+	}
+	if cfg.ShardSplitSize > 0 {
+		var bg context.Context
+		bg, n.cancelBg = context.WithCancel(context.Background())
+		n.background.Go(func() { n.coord.SplitLargeLoop(bg, cfg.ShardSplitSize, cfg.ShardSplitCheckInterval) })
 	}
 	n.lg.Info("ready-to-serve", zap.String("name", cfg.Name), zap.String("member-id", fmt.Sprintf("%x", n.member.ID)), zap.Strings("client-urls", cfg.ListenClientURLs), zap.String("data-dir", cfg.DataDir))
 	return n, nil
@@ -431,6 +452,10 @@ func (n *Node) ClientAddrs() []string {
 // next start continues without a revision gap, and closes the store.
 func (n *Node) Stop() {
 	close(n.stopping)
+	if n.cancelBg != nil {
+		n.cancelBg()
+	}
+	n.background.Wait()
 	if n.server != nil {
 		n.server.Stop()
 	}

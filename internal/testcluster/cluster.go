@@ -64,6 +64,12 @@ func WithLeaseCheckpointInterval(d time.Duration) Option {
 	return func(c *node.Config) { c.LeaseCheckpointInterval = d }
 }
 
+// WithShardSplitSize makes shards split by themselves past size bytes,
+// checked every interval.
+func WithShardSplitSize(size int64, interval time.Duration) Option {
+	return func(c *node.Config) { c.ShardSplitSize, c.ShardSplitCheckInterval = size, interval }
+}
+
 // Start starts a new cluster of size nodes, all at once as a new etcd
 // cluster starts; the test's cleanup stops them.
 func Start(t testing.TB, size int, opts ...Option) *Cluster {

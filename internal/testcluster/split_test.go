@@ -263,3 +263,54 @@ func TestPaginationAcrossSplits(t *testing.T) {
 		t.Fatalf("only %d shards: the splits did not happen during the paging", n)
 	}
 }
+
+// A shard that grows past --shard-split-size splits by itself, at a key
+// that halves it, and every key reads back unchanged from its new shard.
+func TestShardSplitsBySize(t *testing.T) {
+	c := Start(t, 1, WithShardSplitSize(256<<10, 100*time.Millisecond))
+	ctx := ctxT(t, 2*time.Minute)
+	cl := c.Client(t)
+	// Random values: Pebble compresses what it stores.
+	value := make([]byte, 500)
+	for i := range value {
+		value[i] = byte(rand.IntN(256))
+	}
+	const keys = 2000 // about 2 MiB: eight times the split size
+	for i := 0; i < keys; i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < i+100; j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("s%05d", j), fmt.Sprintf("%d%x", j, value)))
+		}
+		if _, err := cl.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Splits go on until every shard is below the size; a shard split a
+	// moment ago may not list its keys yet.
+	var got []*basaltpb.ShardInfo
+	waitFor(t, "the shard splits by size", func() bool {
+		got = shards(t, c, 0)
+		var total int64
+		for _, s := range got {
+			total += s.Keys
+		}
+		return len(got) >= 4 && total == keys
+	})
+	for i := 1; i < len(got); i++ {
+		if string(got[i-1].Descriptor_.End) != string(got[i].Descriptor_.Start) {
+			t.Fatalf("shard %d ends at %q, the next starts at %q", i-1, got[i-1].Descriptor_.End, got[i].Descriptor_.Start)
+		}
+	}
+	resp, err := cl.Get(ctx, "s", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != keys {
+		t.Fatalf("read %d keys back, want %d", len(resp.Kvs), keys)
+	}
+	for j, kv := range resp.Kvs {
+		if want := fmt.Sprintf("%d%x", j, value); string(kv.Key) != fmt.Sprintf("s%05d", j) || string(kv.Value) != want {
+			t.Fatalf("key %d reads %s=%.10s..., want s%05d=%.10s...", j, kv.Key, kv.Value, j, want)
+		}
+	}
+}
