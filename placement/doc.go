@@ -14,7 +14,9 @@
 //     and is its replica id in every group; ids are never reused.
 //   - The meta group is shard 1; data shards are described by the meta
 //     group's descriptors, and a new cluster has one data shard (2) that owns
-//     the whole key space. Every member holds a replica of every group.
+//     the whole key space. A shard created by a split starts on its
+//     parent's voters, on their stores, where its data already is. Every
+//     member holds a replica of every group.
 //   - A member that joined a running cluster starts its replicas as
 //     non-voting ones (also after a restart: its log promotes them again).
 package placement

@@ -46,12 +46,28 @@
 // ReadIndex, which confirms leadership and waits for this replica to apply
 // what was committed.
 //
+// On any replica, DataStateMachine tracks the resolved revision its log
+// shows (applied writes, the leader's resolved markers, compactions), so
+// that followers serve reads at a TSO revision once they reach it.
+//
+// # Splits
+//
+// A split is an entry of the parent's log (SplitCommand): apply shortens
+// the parent's span and writes the child's metadata (span, revision,
+// compacted revision) in the same batch; the data stays where it is, in
+// the node's store, and the child's Raft group starts on the parent's
+// voters (OnSplit tells the node). The leader's sequencer proposes
+// nothing else while a split is on its way: it first waits until every
+// batch it proposed is applied, and checks later writes against the new
+// span (ErrWrongShard, also at apply for a deposed leader's entries).
+//
 // # The meta group
 //
 // MetaStateMachine (shard 1) holds the TSO ceiling, the shard descriptors
-// and the compaction revision (small, written whole when it changes), and
-// the lease table (one store key per lease, with the remaining TTL of the
-// last checkpoint).
+// (span, replicas, epoch; a split records the child and bumps the
+// parent's epoch) and the compaction revision (small, written whole when it
+// changes), and the lease table (one store key per lease, with the
+// remaining TTL of the last checkpoint).
 //
 // # Leases
 //

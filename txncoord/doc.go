@@ -21,9 +21,14 @@
 //
 // # Requests
 //
-//   - Range: a linearizable read of one shard runs on the local replica's
-//     applied state after a ReadIndex (any replica, followers included);
-//     serializable reads skip the ReadIndex.
+//   - Range: while one shard holds the whole key space, a linearizable read
+//     runs on the local replica's applied state after a ReadIndex (any
+//     replica, followers included). Once shards split, it runs at R, the
+//     TSO's current revision, after each shard it reads has resolved R
+//     (Replica.ReadAt), on one view over the shards' adjacent spans in the
+//     node's store (mvcc.ViewAcross): every Range option works across
+//     shards as over one. Serializable reads use the replicas' resolved
+//     revisions, without a Raft round trip.
 //   - Txn (Put and DeleteRange are one-operation Txns): a transaction of only
 //     ranges is a read. Otherwise it goes to the shard's sequencer; if its
 //     chosen branch changes nothing it is answered as a read at Current(),
@@ -32,8 +37,21 @@
 //     does, compacts every shard through its log, and records the revision in
 //     the meta group.
 //
-// A request whose keys fall in more than one shard fails with
-// CrossShardError until cross-shard transactions exist.
+// A write whose keys fall in more than one shard fails with CrossShardError
+// (gRPC Unimplemented, naming the shards) until cross-shard transactions
+// exist; a read-only Txn may span shards.
+//
+// # Routing and splits
+//
+// RangeCache follows this node's replica of the meta group (a generation
+// number, one atomic load per lookup). A shard answers shard.ErrWrongShard
+// for keys outside its span (it split, or the cache is behind); the
+// coordinator catches its meta replica up and retries, so clients never see
+// it. SplitHere splits a shard its node leads: a new shard id from the
+// meta group, the split through the shard's Raft log, then its record in
+// the meta group (the new shard's leader records it too, should the
+// splitter fail in between). SplitLarge splits the shards over a size at
+// their middle keys (--shard-split-size).
 //
 // # Leases
 //
