@@ -53,13 +53,30 @@ func (a *adminFlags) call(ctx context.Context, f func(ctx context.Context, c bas
 	return nil
 }
 
+// parseArgs parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
 // runShards lists the shards: basaltctl shards [--endpoint host:port].
 func runShards(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, a := newAdminFlags("shards", stderr)
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
+	if len(pos) != 0 {
 		return errors.New("usage: basaltctl shards [--endpoint host:port]")
 	}
 	return a.call(ctx, func(ctx context.Context, c basaltpb.InternalClient) error {
@@ -89,13 +106,14 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("usage: basaltctl shard split KEY [--endpoint host:port]")
 	}
 	fs, a := newAdminFlags("shard split", stderr)
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := parseArgs(fs, args[1:])
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return errors.New("usage: basaltctl shard split KEY [--endpoint host:port]")
 	}
-	key := fs.Arg(0)
+	key := pos[0]
 	return a.call(ctx, func(ctx context.Context, c basaltpb.InternalClient) error {
 		resp, err := c.Split(ctx, &basaltpb.SplitRequest{Key: []byte(key)})
 		if err != nil {
