@@ -268,3 +268,29 @@ func TestEventWorkloadsAgainstEtcd(t *testing.T) {
 		})
 	}
 }
+
+// SplitKeys divides the benchmark's key space into shards of about equal
+// size.
+func TestSplitKeysSpreadTheKeySpace(t *testing.T) {
+	for _, n := range []int{2, 4, 16} {
+		splits := SplitKeys(n)
+		if len(splits) != n-1 {
+			t.Fatalf("%d shards: %d split keys", n, len(splits))
+		}
+		counts := make([]int, n)
+		const keys = 100000
+		for i := range keys {
+			k := makeKey(8, int64(i))
+			shard := 0
+			for shard < len(splits) && k >= string(splits[shard]) {
+				shard++
+			}
+			counts[shard]++
+		}
+		for i, c := range counts {
+			if c < keys/n*9/10 || c > keys/n*11/10 {
+				t.Errorf("%d shards: shard %d holds %d of %d keys: %v", n, i, c, keys, counts)
+			}
+		}
+	}
+}

@@ -35,6 +35,9 @@ type CompareOptions struct {
 	EtcdEndpoints   []string
 	// Nodes is the size of each local cluster (default 1).
 	Nodes int
+	// Shards splits a local Basalt's key space into this many shards
+	// before the runs (SplitKeys; default 1).
+	Shards int
 	// BasaltBin and EtcdBin are the server binaries for local runs; empty
 	// means build them from this module (basalt from ./cmd/basalt, etcd
 	// from go.mod's tool line).
@@ -93,6 +96,11 @@ func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
 			if err != nil {
 				return nil, err
 			}
+			if co.Shards > 1 {
+				if err := splitBasalt(ctx, basaltEPs[0], co.Shards); err != nil {
+					return nil, err
+				}
+			}
 		}
 		if len(etcdEPs) == 0 {
 			ss, err := startEtcd(ctx, co.EtcdBin, work, max(co.Nodes, 1))
@@ -122,6 +130,9 @@ func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
 		}
 		r.Target = target
 		cmp.Params = r.Params
+		if co.Shards > 1 {
+			cmp.Params["basalt-shards"] = co.Shards
+		}
 		return r, nil
 	}
 	for i := range co.Rounds {

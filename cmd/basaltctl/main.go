@@ -105,6 +105,7 @@ func runCompare(ctx context.Context, workload string, args []string, stdout, std
 	fs, f := benchFlags(workload, stderr)
 	rounds := fs.Int("rounds", 1, "alternate Basalt and etcd this many times each")
 	nodes := fs.Int("nodes", 1, "members of each local cluster (Basalt and etcd alike)")
+	shards := fs.Int("shards", 1, "split the local Basalt's key space into this many shards first")
 	resultsDir := fs.String("results-dir", "bench/results", "directory for the report (JSON and an HTML page with charts)")
 	etcdEndpoints := fs.String("etcd-endpoints", "", "a running etcd cluster to compare with (default: start etcd 3.7.3 on loopback)")
 	basaltBin := fs.String("basalt-bin", "", "basalt binary for the local node (default: build ./cmd/basalt)")
@@ -117,9 +118,12 @@ func runCompare(ctx context.Context, workload string, args []string, stdout, std
 	if err != nil && !errors.Is(err, errNoEndpoints) {
 		return err
 	}
+	if *shards < 1 || *shards > 64 {
+		return fmt.Errorf("--shards must be between 1 and 64, not %d", *shards)
+	}
 	co := bench.CompareOptions{
 		Options: o, Workload: workload, Config: wc, Rounds: *rounds, ResultsDir: *resultsDir,
-		BasaltBin: *basaltBin, EtcdBin: *etcdBin, Nodes: *nodes, Log: stderr,
+		BasaltBin: *basaltBin, EtcdBin: *etcdBin, Nodes: *nodes, Shards: *shards, Log: stderr,
 	}
 	if explicit(fs, "endpoints") {
 		co.BasaltEndpoints = o.Endpoints

@@ -65,6 +65,8 @@ func TestBenchCommandBadInput(t *testing.T) {
 		{"bench", "put", "extra-arg"},
 		{"bench", "range", "--consistency", "z"},
 		{"bench", "compare"},
+		{"bench", "compare", "put", "--shards", "0"},
+		{"bench", "compare", "put", "--shards", "65"},
 		{"bench", "merge"},
 		{"bench", "merge", filepath.Join(os.TempDir(), "does-not-exist.json")},
 	} {
