@@ -367,7 +367,12 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 		if _, ok := d.Replicas[h.replicaID]; !ok && !restart {
 			continue
 		}
-		if err := h.startShard(ctx, d, restart); err != nil {
+		err := h.startShard(ctx, d, restart)
+		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
+			// A child the parent's replayed split already started.
+			continue
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -40,7 +40,7 @@ func (i *internalServer) Current(ctx context.Context, _ *basaltpb.CurrentRequest
 }
 
 func (i *internalServer) RevokeLeaseKeys(ctx context.Context, r *basaltpb.RevokeLeaseKeysRequest) (*basaltpb.RevokeLeaseKeysResponse, error) {
-	if err := i.s.coord.RevokeLeaseKeysHere(ctx, r.Lease); err != nil {
+	if err := i.s.coord.RevokeLeaseKeysHere(ctx, r.Lease, r.ShardId); err != nil {
 		return nil, txncoord.ToRemote(err)
 	}
 	return &basaltpb.RevokeLeaseKeysResponse{}, nil

@@ -284,15 +284,17 @@ func (r *Replica) Split(ctx context.Context, key []byte, childID uint64) (*basal
 	return &basaltpb.ShardDescriptor{ShardId: childID, Start: key, End: end, Replicas: members.Nodes, Epoch: 1}, nil
 }
 
-// Compact compacts the shard at rev through its Raft log. It first waits
-// until every write of the shard at or below rev is applied, so that none
-// lands in the log behind the compaction. It returns mvcc.ErrCompacted when
-// the shard is already compacted at or above rev.
+// Compact compacts the shard at rev through its Raft log, on any replica.
+// It first waits until every write of the shard at or below rev is applied
+// (on the leader, by its sequencer; on a follower, as its log shows), so
+// that none lands in the log behind the compaction. It returns
+// mvcc.ErrCompacted when the shard is already compacted at or above rev.
 func (r *Replica) Compact(ctx context.Context, rev int64) error {
-	if err := r.checkLeader(); err != nil {
-		return err
-	}
-	if err := r.seq.WaitResolved(ctx, rev); err != nil {
+	if r.IsLeader() {
+		if err := r.seq.WaitResolved(ctx, rev); err != nil {
+			return err
+		}
+	} else if err := r.sm.waitResolved(ctx, rev); err != nil {
 		return err
 	}
 	cmd, err := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Compact{Compact: &basaltpb.CompactCommand{Revision: rev}}})

@@ -73,13 +73,11 @@ func (c *Coordinator) SetPeers(p Peers) { c.peers = p }
 // replicas: cheap, not linearizable, for headers that carry no promise
 // (lease keep-alives).
 func (c *Coordinator) LocalRevision() int64 {
-	reps, err := c.allReplicas()
-	if err != nil {
-		return 0
-	}
 	var rev int64
-	for _, r := range reps {
-		rev = max(rev, r.Shard().Rev())
+	for _, d := range c.cache.All() {
+		if r, err := c.shards.Replica(d.ShardId); err == nil {
+			rev = max(rev, r.Shard().Rev())
+		}
 	}
 	return rev
 }
@@ -419,55 +417,58 @@ func (c *Coordinator) HashKV(ctx context.Context, rev int64) (mvcc.KeyValueHash,
 	return h, cur, err
 }
 
-// RevokeLeaseKeys deletes every key attached to a lease, at one revision,
-// with DELETE events, at the leader of the shard that holds them (through
-// the Internal service when that is another member). The lease must already
-// be gone from the meta group.
+// RevokeLeaseKeys deletes every key attached to a lease, with DELETE
+// events, shard by shard at each shard's leader (through the Internal
+// service when that is another member): one revision per shard that holds
+// keys of the lease (one for all comes with cross-shard transactions). The
+// lease must already be gone from the meta group.
 func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
-	return Retry(ctx, func() error {
-		err := c.RevokeLeaseKeysHere(ctx, lease)
-		leader := shard.LeaderElsewhere(err)
-		if leader == 0 || c.peers == nil {
-			return err
-		}
-		peer, err := c.peers.Internal(leader)
-		if err != nil {
-			return err
-		}
-		_, err = peer.RevokeLeaseKeys(ctx, &basaltpb.RevokeLeaseKeysRequest{Lease: lease})
-		return FromRemote(err)
-	})
-}
-
-// RevokeLeaseKeysHere is RevokeLeaseKeys on this node's replicas, which
-// must lead their shards. It first waits until this node's meta replica has
-// applied the revocation, so that no write sequenced after it attaches a
-// key to the lease. Each shard deletes its keys of the lease at one
-// revision; a lease with keys in several shards takes one revision per
-// shard (one for all comes with cross-shard transactions).
-func (c *Coordinator) RevokeLeaseKeysHere(ctx context.Context, lease int64) error {
-	if c.leases.LeaseExists(lease) {
-		if err := c.meta.Sync(ctx); err != nil {
-			return err
-		}
-	}
 	reps, err := c.allReplicasWait(ctx)
 	if err != nil {
 		return err
 	}
 	for _, rep := range reps {
-		err := c.retry(ctx, func() error {
-			_, err := rep.RevokeLease(ctx, lease)
-			if errors.Is(err, shard.ErrNoWrite) {
-				return nil // no keys
+		err := Retry(ctx, func() error {
+			err := c.RevokeLeaseKeysHere(ctx, lease, rep.ShardID())
+			leader := shard.LeaderElsewhere(err)
+			if leader == 0 || c.peers == nil {
+				return err
 			}
-			return err
+			peer, err := c.peers.Internal(leader)
+			if err != nil {
+				return err
+			}
+			_, err = peer.RevokeLeaseKeys(ctx, &basaltpb.RevokeLeaseKeysRequest{Lease: lease, ShardId: rep.ShardID()})
+			return FromRemote(err)
 		})
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// RevokeLeaseKeysHere deletes the keys of one shard attached to a lease, at
+// one revision, on this node's replica, which must lead the shard. It first
+// waits until this node's meta replica has applied the revocation, so that
+// no write sequenced after it attaches a key to the lease.
+func (c *Coordinator) RevokeLeaseKeysHere(ctx context.Context, lease int64, shardID uint64) error {
+	if c.leases.LeaseExists(lease) {
+		if err := c.meta.Sync(ctx); err != nil {
+			return err
+		}
+	}
+	rep, err := c.shards.Replica(shardID)
+	if err != nil {
+		return err
+	}
+	return c.retry(ctx, func() error {
+		_, err := rep.RevokeLease(ctx, lease)
+		if errors.Is(err, shard.ErrNoWrite) {
+			return nil // no keys
+		}
+		return err
+	})
 }
 
 // LeaseKeys returns the keys attached to a lease, from every shard, after

@@ -36,6 +36,9 @@ const (
 	// etcd bounds its syncs (512 watchers, 1000 revisions per response).
 	maxWatchersPerSync = 512
 	maxRevsPerSync     = 1000
+	// maxPendingRevs bounds the revisions held back by a shard that has
+	// not resolved them; past it, watchers catch up from the change log.
+	maxPendingRevs = 4 * feedLen
 	// syncInterval is how often waiting watchers are caught up.
 	syncInterval = 100 * time.Millisecond
 )
@@ -118,13 +121,11 @@ func (g *group) addSource(src Source) {
 	// and dispatching skips what a watcher's minRev says it has.
 	src.Observe(s)
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	s.resolved = src.Shard().Rev()
 	g.sources = append(g.sources, s)
-	g.mu.Unlock()
 	if len(g.sources) == 1 {
-		g.mu.Lock()
 		g.advanceLocked(s.resolved)
-		g.mu.Unlock()
 	}
 }
 
@@ -168,10 +169,11 @@ func (g *group) dispatchLoop() {
 func (g *group) dispatch(si sourceItem) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.lost.Swap(false) {
-		// Items were dropped: nobody can be trusted to be in step. Every
-		// synced watcher catches up from the change log, which holds all
-		// that was applied.
+	if g.lost.Swap(false) || len(g.pending) > maxPendingRevs {
+		// Items were dropped, or a shard that does not resolve holds too
+		// many back: nobody can be trusted to be in step. Every synced
+		// watcher catches up from the change log, which holds all that was
+		// applied.
 		for w := range g.synced.all {
 			g.synced.remove(w)
 			g.unsynced[w] = struct{}{}

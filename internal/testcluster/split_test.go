@@ -178,6 +178,41 @@ func TestSplitsUnderLoad(t *testing.T) {
 	if keys != all.Count {
 		t.Fatalf("the shards hold %d keys, a range over all of them counts %d", keys, all.Count)
 	}
+
+	// The shards' leaders are spread over the members (each new group
+	// elects its own): compaction and a lease's revocation reach every
+	// shard from any node.
+	leaders := map[uint64]bool{}
+	for _, s := range got {
+		leaders[s.Leader] = true
+	}
+	t.Logf("%d shards led by %d members", len(got), len(leaders))
+	for i := range c.Nodes {
+		cli := c.Client(t, i)
+		if _, err := cli.Compact(ctx, last-int64(len(c.Nodes))+int64(i), clientv3.WithCompactPhysical()); err != nil {
+			t.Fatalf("compact through node %d: %v", i, err)
+		}
+	}
+	if _, err := cl.Get(ctx, "k5000", clientv3.WithRev(last-int64(len(c.Nodes)))); err == nil {
+		t.Fatal("a read below the compaction succeeded")
+	}
+	lease, err := cl.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"k0001", "k3000", "k9999"} { // three shards
+		if _, err := cl.Put(ctx, k, "leased", clientv3.WithLease(lease.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Client(t, 2).Revoke(ctx, lease.ID); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	for _, k := range []string{"k0001", "k3000", "k9999"} {
+		if resp, err := cl.Get(ctx, k); err != nil || len(resp.Kvs) != 0 {
+			t.Fatalf("%s after its lease was revoked: %v %v", k, resp, err)
+		}
+	}
 }
 
 // A client pages through 100,000 keys at one revision while writers update

@@ -1987,8 +1987,10 @@ func (x *CurrentResponse) GetRevision() int64 {
 }
 
 type RevokeLeaseKeysRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lease         int64                  `protobuf:"varint,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lease int64                  `protobuf:"varint,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	// The shard whose keys to delete (the receiver leads it).
+	ShardId       uint64 `protobuf:"varint,2,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2026,6 +2028,13 @@ func (*RevokeLeaseKeysRequest) Descriptor() ([]byte, []int) {
 func (x *RevokeLeaseKeysRequest) GetLease() int64 {
 	if x != nil {
 		return x.Lease
+	}
+	return 0
+}
+
+func (x *RevokeLeaseKeysRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
 	}
 	return 0
 }
@@ -2342,9 +2351,10 @@ const file_basalt_proto_rawDesc = "" +
 	"\x05first\x18\x01 \x01(\x03R\x05first\"\x10\n" +
 	"\x0eCurrentRequest\"-\n" +
 	"\x0fCurrentResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\".\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"I\n" +
 	"\x16RevokeLeaseKeysRequest\x12\x14\n" +
-	"\x05lease\x18\x01 \x01(\x03R\x05lease\"\x19\n" +
+	"\x05lease\x18\x01 \x01(\x03R\x05lease\x12\x19\n" +
+	"\bshard_id\x18\x02 \x01(\x04R\ashardId\"\x19\n" +
 	"\x17RevokeLeaseKeysResponse\"\"\n" +
 	"\fWriteRequest\x12\x12\n" +
 	"\x04txns\x18\x01 \x03(\fR\x04txns\">\n" +
