@@ -125,7 +125,8 @@ func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.Co
 
 // RangeStream sends a range in chunks, all at the revision of the first
 // chunk, as etcd 3.7 does: each chunk but the last carries only keys; the
-// last carries the header, more and the total count.
+// last carries the header, more and the total count. A chunk reads one
+// shard: it ends where the shard that holds its first key ends.
 func (k *kvServer) RangeStream(r *pb.RangeRequest, stream pb.KV_RangeStreamServer) error {
 	ctx := stream.Context()
 	if err := checkRangeRequest(r); err != nil {
@@ -151,10 +152,19 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, stream pb.KV_RangeStreamServe
 	if total == 0 {
 		total = math.MaxInt64
 	}
-	r.Limit = min(streamChunkLimit, total)
+	end := r.RangeEnd
+	limit := min(streamChunkLimit, total)
 	var count, headerRev int64
 	for {
-		resp, err := k.rangeRouted(ctx, r)
+		chunk := proto.Clone(r).(*pb.RangeRequest)
+		chunk.Limit = limit
+		clipped := false
+		if len(end) > 0 { // a range, not a single key
+			if se := k.s.coord.ShardEnd(chunk.Key); len(se) > 0 && (isToEnd(end) || bytes.Compare(se, end) < 0) {
+				chunk.RangeEnd, clipped = se, true
+			}
+		}
+		resp, err := k.rangeRouted(ctx, chunk)
 		if err != nil {
 			return toGRPCError(ctx, err)
 		}
@@ -165,35 +175,44 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, stream pb.KV_RangeStreamServe
 			}
 		}
 		count += int64(len(resp.Kvs))
-		var next []byte
+		next := chunk.RangeEnd // the next shard's first key
 		if resp.More {
 			next = append(bytes.Clone(resp.Kvs[len(resp.Kvs)-1].Key), 0)
 		}
+		left := resp.More || clipped // keys may remain in [next, end)
 		out := &pb.RangeResponse{Kvs: resp.Kvs}
-		done := !resp.More || count == total
+		done := !left || count == total
 		if done {
 			out.Header = &pb.ResponseHeader{Revision: headerRev}
-			out.More = resp.More
 			out.Count = count
-			if resp.More {
-				rest, err := k.rangeRouted(ctx, &pb.RangeRequest{Key: next, RangeEnd: r.RangeEnd, Revision: r.Revision, CountOnly: true})
+			if left {
+				rest, err := k.rangeRouted(ctx, &pb.RangeRequest{Key: next, RangeEnd: end, Revision: r.Revision, CountOnly: true})
 				if err != nil {
 					return toGRPCError(ctx, err)
 				}
+				out.More = rest.Count > 0
 				out.Count += rest.Count
 			}
 			k.s.fillHeader(out.Header)
 		}
-		if err := stream.Send(&pb.RangeStreamResponse{RangeResponse: out}); err != nil {
-			return err
+		if len(out.Kvs) > 0 || done {
+			if err := stream.Send(&pb.RangeStreamResponse{RangeResponse: out}); err != nil {
+				return err
+			}
 		}
 		if done {
 			return nil
 		}
 		r.Key = next
-		r.Limit = min(nextChunkLimit(r.Limit, proto.Size(resp), k.s.cfg.MaxRequestBytes), total-count)
+		if len(resp.Kvs) > 0 {
+			limit = nextChunkLimit(limit, proto.Size(resp), k.s.cfg.MaxRequestBytes)
+		}
+		limit = min(limit, total-count)
 	}
 }
+
+// isToEnd reports whether an etcd range end is "\x00": every key on.
+func isToEnd(end []byte) bool { return len(end) == 1 && end[0] == 0 }
 
 const streamChunkLimit = 10
 

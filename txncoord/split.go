@@ -67,6 +67,15 @@ func (c *Coordinator) SplitHere(ctx context.Context, key []byte) (left, right *b
 	return left, right, nil
 }
 
+// ShardEnd returns the end of the span of the shard that holds key (empty:
+// the last shard, or none known).
+func (c *Coordinator) ShardEnd(key []byte) []byte {
+	if d := c.cache.Lookup(key); d != nil {
+		return d.End
+	}
+	return nil
+}
+
 // ShardInfo is what a node knows of a shard from its replica.
 type ShardInfo struct {
 	Descriptor *basaltpb.ShardDescriptor

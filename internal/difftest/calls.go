@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -33,6 +35,33 @@ func Put(r *pb.PutRequest) Call {
 func Range(r *pb.RangeRequest) Call {
 	return Call{Name: describeReq("Range", r), Do: func(ctx context.Context, t *Target) (proto.Message, error) {
 		return t.KV.Range(ctx, r)
+	}}
+}
+
+// RangeStream sends a RangeRequest to RangeStream and answers the chunks
+// merged into one RangeResponse: every chunk's keys in order, the last
+// chunk's header, more and count (chunk sizes are the server's to choose).
+func RangeStream(r *pb.RangeRequest) Call {
+	return Call{Name: describeReq("RangeStream", r), Do: func(ctx context.Context, t *Target) (proto.Message, error) {
+		stream, err := t.KV.RangeStream(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		merged := &pb.RangeResponse{}
+		for {
+			chunk, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return merged, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			c := chunk.RangeResponse
+			merged.Kvs = append(merged.Kvs, c.Kvs...)
+			if c.Header != nil {
+				merged.Header, merged.More, merged.Count = c.Header, c.More, c.Count
+			}
+		}
 	}}
 }
 

@@ -2,7 +2,9 @@ package difftest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -88,9 +90,19 @@ func TestShardedKVMatchesEtcd(t *testing.T) {
 			default:
 				p.Run(Txn(g.txnReq(2)))
 			}
-		case n < 90:
+		case n < 82:
 			g.keys, g.bounded = rangeKeys, false
 			p.Run(Range(g.rangeReq()))
+		case n < 90:
+			// RangeStream takes the default order and no revision filters.
+			g.keys, g.bounded = rangeKeys, false
+			req := g.rangeReq()
+			req.SortOrder, req.SortTarget = 0, 0
+			req.MinModRevision, req.MaxModRevision, req.MinCreateRevision, req.MaxCreateRevision = 0, 0, 0, 0
+			if req.Limit == 0 && r.IntN(2) == 0 {
+				req.Limit = 1 + r.Int64N(700)
+			}
+			p.Run(RangeStream(req))
 		case n < 93:
 			rev := g.compacted - 1 + r.Int64N(p.Rev-g.compacted+3)
 			if err := p.Compact(rev, r.IntN(2) == 0); err == nil {
@@ -123,8 +135,55 @@ func TestShardedKVMatchesEtcd(t *testing.T) {
 		p.HashKV(rev)
 	}
 	p.Run(Range(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}))
+	p.Run(RangeStream(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}))
+	p.Run(RangeStream(&pb.RangeRequest{Key: []byte("k0100"), RangeEnd: []byte("k1900"), Limit: 1000, Revision: p.Rev - 5}))
 	p.HashKV(0)
 	p.Fail()
+	streamsShardByShard(t, p.Basalt)
+}
+
+// streamsShardByShard checks that each RangeStream chunk holds keys of one
+// shard.
+func streamsShardByShard(t *testing.T, b *Target) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	shards, err := basaltpb.NewInternalClient(b.conn).Shards(ctx, &basaltpb.ShardsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shardOf := func(key []byte) int {
+		for i, s := range shards.Shards {
+			d := s.Descriptor_
+			if string(key) >= string(d.Start) && (len(d.End) == 0 || string(key) < string(d.End)) {
+				return i
+			}
+		}
+		return -1
+	}
+	stream, err := b.KV.RangeStream(ctx, &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := 0
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		kvs := chunk.RangeResponse.Kvs
+		for _, kv := range kvs {
+			if shardOf(kv.Key) != shardOf(kvs[0].Key) {
+				t.Fatalf("a RangeStream chunk holds %q and %q, of two shards", kvs[0].Key, kv.Key)
+			}
+		}
+		chunks++
+	}
+	if chunks < len(shards.Shards) {
+		t.Fatalf("%d chunks for %d shards", chunks, len(shards.Shards))
+	}
 }
 
 // pageThrough reads every key in pages of limit at one revision, as a
