@@ -1,6 +1,7 @@
 package mvcc
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -95,10 +96,19 @@ func (s *Store) Close() error { return s.db.Close() }
 // it before it compacts a Raft log.
 func (s *Store) Sync() error { return s.db.Flush() }
 
-// DiskSize returns the bytes Pebble uses on disk.
+// Defragment compacts the whole store, as etcd's defragmentation rewrites
+// its database: versions and change log entries that etcd's compaction
+// deleted, and deleted keys, stop taking space.
+func (s *Store) Defragment(ctx context.Context) error {
+	return s.db.Compact(ctx, []byte{0}, []byte{0xff, 0xff}, true)
+}
+
+// DiskSize returns the bytes the store takes: Pebble's files, and the
+// memtables not yet flushed to them (the store has no write-ahead log, so
+// recent writes live only there, and in the Raft logs).
 func (s *Store) DiskSize() int64 {
 	m := s.db.Metrics()
-	return int64(m.DiskSpaceUsage())
+	return int64(m.DiskSpaceUsage() + m.MemTable.Size)
 }
 
 // GetMeta reads one metadata field of a shard. ok is false when it is absent.

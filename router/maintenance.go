@@ -63,6 +63,19 @@ func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 	return resp, nil
 }
 
+// Defragment compacts this member's store, as etcd defragments its
+// backend: space that deleted data held is given back.
+func (m *maintenanceServer) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := m.s.cfg.Defragment(ctx); err != nil {
+		return nil, toGRPCError(ctx, err)
+	}
+	resp := &pb.DefragmentResponse{Header: &pb.ResponseHeader{}}
+	if err := m.s.fillHeaderCurrent(ctx, resp.Header); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
 // Alarm answers GET with no alarms; Basalt raises none yet.
 func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
 	if r.Action != pb.AlarmRequest_GET {

@@ -84,6 +84,8 @@ type Config struct {
 	MoveLeader func(ctx context.Context, target uint64) error
 	// Status reports the node's Raft and storage status.
 	Status func() NodeStatus
+	// Defragment compacts the node's store (Maintenance.Defragment).
+	Defragment func(ctx context.Context) error
 	// RaftTerm returns the term reported in response headers.
 	RaftTerm func() uint64
 	// SelfEndpoint is a client URL of this server, which the lock and

@@ -276,6 +276,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		MaxTxnOps:       cfg.MaxTxnOps,
 		Status:          n.status,
+		Defragment:      n.host.Store().Defragment,
 		RaftTerm:        n.raftTerm,
 		SelfEndpoint:    selfEndpoint(n.listeners[0].Addr()),
 		EnablePprof:     cfg.EnablePprof,
