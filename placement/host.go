@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -348,19 +349,27 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 		return err
 	}
 	descs := state.Shards
+	unrecorded := map[uint64]uint64{} // child → parent
 	for _, id := range h.restartShards {
 		if slices.ContainsFunc(descs, func(d *basaltpb.ShardDescriptor) bool { return d.ShardId == id }) {
 			continue
 		}
-		// Created by a split whose record in the meta group was cut short:
-		// its span is in the store, written by the parent's apply.
+		// Created by a split that the meta group did not record (the node
+		// failed in between): its span is in the store, written by the
+		// parent's apply; the parent's descriptor still holds it.
 		start, end, ok, err := h.store.SpanOf(id)
 		if err != nil {
 			return err
 		}
-		if ok {
-			descs = append(descs, &basaltpb.ShardDescriptor{ShardId: id, Start: start, End: end})
+		i := slices.IndexFunc(state.Shards, func(d *basaltpb.ShardDescriptor) bool {
+			return bytes.Compare(d.Start, start) < 0 && (len(d.End) == 0 || bytes.Compare(start, d.End) < 0)
+		})
+		if !ok || i < 0 {
+			continue
 		}
+		parent := state.Shards[i]
+		descs = append(descs, &basaltpb.ShardDescriptor{ShardId: id, Start: start, End: end, Replicas: parent.Replicas, Epoch: 1})
+		unrecorded[id] = parent.ShardId
 	}
 	for _, d := range descs {
 		restart := slices.Contains(h.restartShards, d.ShardId)
@@ -369,11 +378,15 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 		}
 		err := h.startShard(ctx, d, restart)
 		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
-			// A child the parent's replayed split already started.
-			continue
+			continue // the parent's replayed split already started it
 		}
 		if err != nil {
 			return err
+		}
+		if parent, ok := unrecorded[d.ShardId]; ok {
+			if err := h.RecordSplit(ctx, parent, d); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

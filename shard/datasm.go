@@ -145,9 +145,17 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 			ref.Applied(o.rev, o.resp, o.err)
 		}
 	}
-	if f := s.onSplit.Load(); f != nil {
-		for _, sp := range splits {
-			(*f)(sp)
+	if len(splits) > 0 {
+		// Make the split durable before the child starts: replayed after a
+		// crash, it would write the child's metadata over what the child
+		// applied since.
+		if err := s.store.Sync(); err != nil {
+			return nil, err
+		}
+		if f := s.onSplit.Load(); f != nil {
+			for _, sp := range splits {
+				(*f)(sp)
+			}
 		}
 	}
 	return entries, nil

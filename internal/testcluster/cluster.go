@@ -216,10 +216,11 @@ func (c *Cluster) Stop(i int) {
 	}
 }
 
-// Restart starts stopped node i again on its data.
-func (c *Cluster) Restart(i int) {
+// Restart starts stopped nodes again on their data, together (after
+// StopAll, none can start without a quorum of the others).
+func (c *Cluster) Restart(idx ...int) {
 	c.t.Helper()
-	c.start(i)
+	c.start(idx...)
 }
 
 // StopAll stops every running node.

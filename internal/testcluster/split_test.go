@@ -349,3 +349,52 @@ func TestShardSplitsBySize(t *testing.T) {
 		}
 	}
 }
+
+// Shards created by splits come back after their members restart, with
+// their keys, and keep splitting and serving.
+func TestSplitShardsSurviveRestart(t *testing.T) {
+	c := Start(t, 3)
+	ctx := ctxT(t, 2*time.Minute)
+	cl := c.Client(t)
+	for i := range 100 {
+		if _, err := cl.Put(ctx, fmt.Sprintf("k%03d", i), "before"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	split(t, c, 0, "k050")
+	split(t, c, 1, "k025")
+	for i := range 100 {
+		if _, err := cl.Put(ctx, fmt.Sprintf("k%03d", i), "after"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range c.Nodes {
+		c.Stop(i)
+		c.Restart(i)
+	}
+	c.StopAll()
+	c.Restart(0, 1, 2)
+	cl = c.Client(t)
+	resp, err := cl.Get(ctx, "k", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 100 {
+		t.Fatalf("%d keys after the restarts, want 100", len(resp.Kvs))
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Value) != "after" {
+			t.Fatalf("%s=%s after the restarts, want after", kv.Key, kv.Value)
+		}
+	}
+	if got := shards(t, c, 2); len(got) != 3 {
+		t.Fatalf("%d shards after the restarts, want 3", len(got))
+	}
+	split(t, c, 2, "k075")
+	if _, err := cl.Put(ctx, "k080", "later"); err != nil {
+		t.Fatal(err)
+	}
+	if got := shards(t, c, 0); len(got) != 4 {
+		t.Fatalf("%d shards after another split, want 4", len(got))
+	}
+}
