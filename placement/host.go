@@ -376,7 +376,13 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 		if _, ok := d.Replicas[h.replicaID]; !ok && !restart {
 			continue
 		}
-		err := h.startShard(ctx, d, restart)
+		// A restart finds the replica's members in its Raft log; a member
+		// joining a running cluster is added by the group.
+		var members map[uint64]string
+		if !restart && !h.joining {
+			members = d.Replicas
+		}
+		err := h.startShard(ctx, d, members, h.joining && !restart)
 		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
 			continue // the parent's replayed split already started it
 		}
@@ -392,24 +398,23 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 	return nil
 }
 
-// startShard starts this node's replica of a data shard and its sequencer.
-// A restart finds the replica's members in its Raft log; otherwise they
-// are the descriptor's replicas (none for a member joining a running
-// cluster, which the group adds).
-func (h *Host) startShard(ctx context.Context, d *basaltpb.ShardDescriptor, restart bool) error {
+// startShard starts this node's replica of a data shard and its sequencer:
+// a new group's replica with its initial members, or (members nil) one
+// that restarts from its Raft log or, with join, waits to be added.
+func (h *Host) startShard(ctx context.Context, d *basaltpb.ShardDescriptor, initial map[uint64]string, join bool) error {
 	// Apply does not check leases (they live in the meta group); the
 	// sequencer does, before it takes a revision.
 	dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, mvcc.AllowAllLeases, h.lg)
 	dsm.OnSplit(h.splitApplied)
 	var members map[uint64]dragonboat.Target
-	if !restart && !h.joining {
-		members = make(map[uint64]dragonboat.Target, len(d.Replicas))
-		for id, addr := range d.Replicas {
+	if len(initial) > 0 {
+		members = make(map[uint64]dragonboat.Target, len(initial))
+		for id, addr := range initial {
 			members[id] = addr
 		}
 	}
 	create := func(uint64, uint64) sm.IOnDiskStateMachine { return dsm }
-	if err := h.nh.StartOnDiskReplica(members, h.joining && !restart, create, h.raftConfig(d.ShardId)); err != nil {
+	if err := h.nh.StartOnDiskReplica(members, join, create, h.raftConfig(d.ShardId)); err != nil {
 		return fmt.Errorf("placement: start shard %d: %w", d.ShardId, err)
 	}
 	if err := h.WaitLeader(ctx, d.ShardId); err != nil {
@@ -459,6 +464,12 @@ func (h *Host) splitApplied(sp shard.Split) {
 	if _, ok := sp.Child.Replicas[h.replicaID]; !ok {
 		return
 	}
+	// A voter starts the new group with the others; a non-voting replica
+	// waits until the splitter adds it.
+	initial, join := sp.Voters, false
+	if _, voter := sp.Voters[h.replicaID]; !voter {
+		initial, join = nil, true
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closing {
@@ -476,7 +487,7 @@ func (h *Host) splitApplied(sp shard.Split) {
 			case <-ctx.Done():
 			}
 		}()
-		err := h.startShard(ctx, sp.Child, false)
+		err := h.startShard(ctx, sp.Child, initial, join)
 		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
 			err = nil // applied again after a restart
 		}

@@ -46,8 +46,12 @@ type DataStateMachine struct {
 // Split describes a shard created by a split, as its parent applied it.
 type Split struct {
 	ParentID uint64
-	// Child is the new shard's descriptor: id, span, replicas, epoch 1.
+	// Child is the new shard's descriptor: id, span, replicas (voting and
+	// not), epoch 1.
 	Child *basaltpb.ShardDescriptor
+	// Voters are the child's initial members; the other replicas join it
+	// as non-voting ones.
+	Voters map[uint64]string
 }
 
 // OnSplit registers f, called after a batch that split the shard commits
@@ -237,12 +241,24 @@ func (s *DataStateMachine) applySplit(w *mvcc.Writer, sp *basaltpb.SplitCommand,
 	} else if err != nil {
 		return nil, err
 	} else {
-		*splits = append(*splits, Split{ParentID: s.shardID, Child: &basaltpb.ShardDescriptor{
-			ShardId: sp.ChildId, Start: sp.Key, End: end, Replicas: sp.Replicas, Epoch: 1,
+		*splits = append(*splits, Split{ParentID: s.shardID, Voters: sp.Replicas, Child: &basaltpb.ShardDescriptor{
+			ShardId: sp.ChildId, Start: sp.Key, End: end, Replicas: childReplicas(sp), Epoch: 1,
 		}})
 		s.lg.Info("split", zap.Uint64("child-id", sp.ChildId), zap.String("key", fmt.Sprintf("%q", sp.Key)))
 	}
 	return proto.Marshal(&basaltpb.MetaResult{Error: code})
+}
+
+// childReplicas returns every replica a split's child starts on.
+func childReplicas(sp *basaltpb.SplitCommand) map[uint64]string {
+	all := make(map[uint64]string, len(sp.Replicas)+len(sp.NonVoting))
+	for id, addr := range sp.Replicas {
+		all[id] = addr
+	}
+	for id, addr := range sp.NonVoting {
+		all[id] = addr
+	}
+	return all
 }
 
 // applyWrite applies one write of a batch. Its outcome goes to the sink,

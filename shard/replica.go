@@ -254,7 +254,9 @@ func readIndexOnce(ctx context.Context, nh *dragonboat.NodeHost, shardID uint64)
 
 // Split splits the shard at key through its Raft log (on the leader): the
 // shard keeps [start, key) and shard childID takes [key, end), starting on
-// this shard's voting replicas. It returns the child's descriptor.
+// this shard's replicas (voters as voters; non-voting ones join it as
+// such, added here once the child runs). It returns the child's
+// descriptor.
 func (r *Replica) Split(ctx context.Context, key []byte, childID uint64) (*basaltpb.ShardDescriptor, error) {
 	if err := r.checkLeader(); err != nil {
 		return nil, err
@@ -268,20 +270,40 @@ func (r *Replica) Split(ctx context.Context, key []byte, childID uint64) (*basal
 	if err != nil {
 		return nil, err
 	}
-	cmd, err := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Split{Split: &basaltpb.SplitCommand{
-		Key: key, ChildId: childID, Replicas: members.Nodes,
-	}}})
+	sp := &basaltpb.SplitCommand{Key: key, ChildId: childID, Replicas: members.Nodes, NonVoting: members.NonVotings}
+	cmd, err := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Split{Split: sp}})
 	if err != nil {
 		return nil, err
 	}
 	if err := r.seq.Split(ctx, cmd); err != nil {
 		return nil, err
 	}
+	for id, addr := range sp.NonVoting {
+		if err := r.addNonVoting(ctx, childID, id, addr); err != nil {
+			return nil, fmt.Errorf("shard: add non-voting replica %x to shard %d: %w", id, childID, err)
+		}
+	}
 	_, end, _, err := r.sm.store.SpanOf(childID)
 	if err != nil {
 		return nil, err
 	}
-	return &basaltpb.ShardDescriptor{ShardId: childID, Start: key, End: end, Replicas: members.Nodes, Epoch: 1}, nil
+	return &basaltpb.ShardDescriptor{ShardId: childID, Start: key, End: end, Replicas: childReplicas(sp), Epoch: 1}, nil
+}
+
+// addNonVoting adds a non-voting replica to a new shard, through this
+// node's replica of it, once that runs.
+func (r *Replica) addNonVoting(ctx context.Context, shardID, replicaID uint64, addr string) error {
+	for {
+		err := r.nh.SyncRequestAddNonVoting(ctx, shardID, replicaID, addr, 0)
+		if !errors.Is(err, dragonboat.ErrShardNotFound) && !errors.Is(err, dragonboat.ErrShardNotReady) {
+			return err
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // Compact compacts the shard at rev through its Raft log, on any replica.

@@ -398,3 +398,57 @@ func TestSplitShardsSurviveRestart(t *testing.T) {
 		t.Fatalf("%d shards after another split, want 4", len(got))
 	}
 }
+
+// A learner holds non-voting replicas of every shard, those that splits
+// create included: it serves reads and watches of keys in every shard, and
+// it can be promoted in all of them.
+func TestSplitReachesLearners(t *testing.T) {
+	c := Start(t, 3)
+	ctx := ctxT(t, 2*time.Minute)
+	learner := c.Add(true)
+	cl := c.Client(t, 0, 1, 2)
+	w := c.Client(t, learner).Watch(ctx, "k", clientv3.WithPrefix())
+	split(t, c, 0, "k5")
+	resp, err := cl.Put(ctx, "k7", "right")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Put(ctx, "k2", "left"); err != nil {
+		t.Fatal(err)
+	}
+	lc := c.Client(t, learner)
+	waitFor(t, "the learner has the new shard's key", func() bool {
+		got, err := lc.Get(ctx, "k7", clientv3.WithSerializable())
+		return err == nil && len(got.Kvs) == 1 && got.Kvs[0].ModRevision == resp.Header.Revision
+	})
+	var seen []string
+	for len(seen) < 2 {
+		select {
+		case wr := <-w:
+			for _, ev := range wr.Events {
+				seen = append(seen, string(ev.Kv.Key))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the learner's watch saw %v, want k7 and k2", seen)
+		}
+	}
+	if seen[0] != "k7" || seen[1] != "k2" {
+		t.Fatalf("the learner's watch saw %v, want [k7 k2]", seen)
+	}
+	got := shards(t, c, learner)
+	if len(got) != 2 {
+		t.Fatalf("the learner lists %d shards, want 2", len(got))
+	}
+	for _, s := range got {
+		if _, ok := s.Descriptor_.Replicas[c.Nodes[learner].ID]; !ok {
+			t.Errorf("shard %d does not list the learner among its replicas", s.Descriptor_.ShardId)
+		}
+	}
+	// Promotion reaches the new shard's group too.
+	if _, err := cl.MemberPromote(ctx, c.Nodes[learner].ID); err != nil {
+		t.Fatalf("promote the learner: %v", err)
+	}
+	if _, err := lc.Put(ctx, "k9", "after-promote"); err != nil {
+		t.Fatalf("put through the promoted member: %v", err)
+	}
+}

@@ -222,12 +222,16 @@ func (*DataCommand_Split) isDataCommand_Command() {}
 // SplitCommand splits a data shard at key: the shard keeps [start, key),
 // a new shard child_id takes [key, end) with the same data, revision and
 // compaction, and starts on the replicas listed (the shard's voters when
-// the split was proposed).
+// the split was proposed, as its voters).
 type SplitCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	ChildId       uint64                 `protobuf:"varint,2,opt,name=child_id,json=childId,proto3" json:"child_id,omitempty"`
-	Replicas      map[uint64]string      `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Key      []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	ChildId  uint64                 `protobuf:"varint,2,opt,name=child_id,json=childId,proto3" json:"child_id,omitempty"`
+	Replicas map[uint64]string      `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The shard's non-voting replicas (learners, members still joining):
+	// they start the child as non-voting replicas too, and the splitter adds
+	// them to it.
+	NonVoting     map[uint64]string `protobuf:"bytes,4,rep,name=non_voting,json=nonVoting,proto3" json:"non_voting,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -279,6 +283,13 @@ func (x *SplitCommand) GetChildId() uint64 {
 func (x *SplitCommand) GetReplicas() map[uint64]string {
 	if x != nil {
 		return x.Replicas
+	}
+	return nil
+}
+
+func (x *SplitCommand) GetNonVoting() map[uint64]string {
+	if x != nil {
+		return x.NonVoting
 	}
 	return nil
 }
@@ -2239,12 +2250,17 @@ const file_basalt_proto_rawDesc = "" +
 	"\acompact\x18\x02 \x01(\v2\x16.basalt.CompactCommandH\x00R\acompact\x125\n" +
 	"\bresolved\x18\x03 \x01(\v2\x17.basalt.ResolvedCommandH\x00R\bresolved\x12,\n" +
 	"\x05split\x18\x04 \x01(\v2\x14.basalt.SplitCommandH\x00R\x05splitB\t\n" +
-	"\acommand\"\xb8\x01\n" +
+	"\acommand\"\xba\x02\n" +
 	"\fSplitCommand\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x19\n" +
 	"\bchild_id\x18\x02 \x01(\x04R\achildId\x12>\n" +
-	"\breplicas\x18\x03 \x03(\v2\".basalt.SplitCommand.ReplicasEntryR\breplicas\x1a;\n" +
+	"\breplicas\x18\x03 \x03(\v2\".basalt.SplitCommand.ReplicasEntryR\breplicas\x12B\n" +
+	"\n" +
+	"non_voting\x18\x04 \x03(\v2#.basalt.SplitCommand.NonVotingEntryR\tnonVoting\x1a;\n" +
 	"\rReplicasEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
+	"\x0eNonVotingEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
 	"\n" +
@@ -2396,7 +2412,7 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_basalt_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: basalt.ErrorCode
 	(*DataCommand)(nil),             // 1: basalt.DataCommand
@@ -2437,7 +2453,8 @@ var file_basalt_proto_goTypes = []any{
 	(*WriteResponse)(nil),           // 36: basalt.WriteResponse
 	(*WriteResult)(nil),             // 37: basalt.WriteResult
 	nil,                             // 38: basalt.SplitCommand.ReplicasEntry
-	nil,                             // 39: basalt.ShardDescriptor.ReplicasEntry
+	nil,                             // 39: basalt.SplitCommand.NonVotingEntry
+	nil,                             // 40: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
 	3,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
@@ -2445,48 +2462,49 @@ var file_basalt_proto_depIdxs = []int32{
 	6,  // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
 	2,  // 3: basalt.DataCommand.split:type_name -> basalt.SplitCommand
 	38, // 4: basalt.SplitCommand.replicas:type_name -> basalt.SplitCommand.ReplicasEntry
-	4,  // 5: basalt.WriteBatch.writes:type_name -> basalt.Write
-	0,  // 6: basalt.CompactResult.error:type_name -> basalt.ErrorCode
-	11, // 7: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
-	13, // 8: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
-	19, // 9: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
-	15, // 10: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
-	16, // 11: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
-	17, // 12: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
-	21, // 13: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
-	22, // 14: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
-	9,  // 15: basalt.MetaCommand.alloc_shard_id:type_name -> basalt.AllocShardID
-	10, // 16: basalt.MetaCommand.record_split:type_name -> basalt.RecordSplit
-	12, // 17: basalt.RecordSplit.child:type_name -> basalt.ShardDescriptor
-	39, // 18: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
-	12, // 19: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
-	14, // 20: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
-	0,  // 21: basalt.MetaResult.error:type_name -> basalt.ErrorCode
-	20, // 22: basalt.PutMember.member:type_name -> basalt.Member
-	12, // 23: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
-	20, // 24: basalt.MetaState.members:type_name -> basalt.Member
-	12, // 25: basalt.SplitResponse.left:type_name -> basalt.ShardDescriptor
-	12, // 26: basalt.SplitResponse.right:type_name -> basalt.ShardDescriptor
-	28, // 27: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
-	12, // 28: basalt.ShardInfo.descriptor:type_name -> basalt.ShardDescriptor
-	37, // 29: basalt.WriteResponse.results:type_name -> basalt.WriteResult
-	29, // 30: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
-	31, // 31: basalt.Internal.Current:input_type -> basalt.CurrentRequest
-	33, // 32: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
-	35, // 33: basalt.Internal.Write:input_type -> basalt.WriteRequest
-	24, // 34: basalt.Internal.Split:input_type -> basalt.SplitRequest
-	26, // 35: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
-	30, // 36: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
-	32, // 37: basalt.Internal.Current:output_type -> basalt.CurrentResponse
-	34, // 38: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
-	36, // 39: basalt.Internal.Write:output_type -> basalt.WriteResponse
-	25, // 40: basalt.Internal.Split:output_type -> basalt.SplitResponse
-	27, // 41: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
-	36, // [36:42] is the sub-list for method output_type
-	30, // [30:36] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	39, // 5: basalt.SplitCommand.non_voting:type_name -> basalt.SplitCommand.NonVotingEntry
+	4,  // 6: basalt.WriteBatch.writes:type_name -> basalt.Write
+	0,  // 7: basalt.CompactResult.error:type_name -> basalt.ErrorCode
+	11, // 8: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
+	13, // 9: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
+	19, // 10: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
+	15, // 11: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
+	16, // 12: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
+	17, // 13: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
+	21, // 14: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
+	22, // 15: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
+	9,  // 16: basalt.MetaCommand.alloc_shard_id:type_name -> basalt.AllocShardID
+	10, // 17: basalt.MetaCommand.record_split:type_name -> basalt.RecordSplit
+	12, // 18: basalt.RecordSplit.child:type_name -> basalt.ShardDescriptor
+	40, // 19: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	12, // 20: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
+	14, // 21: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
+	0,  // 22: basalt.MetaResult.error:type_name -> basalt.ErrorCode
+	20, // 23: basalt.PutMember.member:type_name -> basalt.Member
+	12, // 24: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
+	20, // 25: basalt.MetaState.members:type_name -> basalt.Member
+	12, // 26: basalt.SplitResponse.left:type_name -> basalt.ShardDescriptor
+	12, // 27: basalt.SplitResponse.right:type_name -> basalt.ShardDescriptor
+	28, // 28: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
+	12, // 29: basalt.ShardInfo.descriptor:type_name -> basalt.ShardDescriptor
+	37, // 30: basalt.WriteResponse.results:type_name -> basalt.WriteResult
+	29, // 31: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
+	31, // 32: basalt.Internal.Current:input_type -> basalt.CurrentRequest
+	33, // 33: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
+	35, // 34: basalt.Internal.Write:input_type -> basalt.WriteRequest
+	24, // 35: basalt.Internal.Split:input_type -> basalt.SplitRequest
+	26, // 36: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
+	30, // 37: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
+	32, // 38: basalt.Internal.Current:output_type -> basalt.CurrentResponse
+	34, // 39: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
+	36, // 40: basalt.Internal.Write:output_type -> basalt.WriteResponse
+	25, // 41: basalt.Internal.Split:output_type -> basalt.SplitResponse
+	27, // 42: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
+	37, // [37:43] is the sub-list for method output_type
+	31, // [31:37] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_basalt_proto_init() }
@@ -2518,7 +2536,7 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
