@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -149,5 +150,39 @@ func TestJoinThroughGossip(t *testing.T) {
 	}
 	if ml, err := c.Client(t, j).MemberList(ctx); err != nil || len(ml.Members) != 4 {
 		t.Fatalf("member list after restart: %v %v", err, ml)
+	}
+}
+
+// A learner that was never promoted restarts as a learner: it catches up
+// with what was written while it was down, serves, and is still a learner
+// (its replicas restart as non-voting ones).
+func TestLearnerRestartsAsLearner(t *testing.T) {
+	c := Start(t, 3)
+	ctx := ctxT(t, time.Minute)
+	learner := c.Add(true)
+	cl := c.Client(t, 0, 1, 2)
+	c.Stop(learner)
+	resp, err := cl.Put(ctx, "while-down", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(learner)
+	lc := c.Client(t, learner)
+	waitFor(t, "the restarted learner catches up", func() bool {
+		got, err := lc.Get(ctx, "while-down", clientv3.WithSerializable())
+		return err == nil && len(got.Kvs) == 1 && got.Kvs[0].ModRevision == resp.Header.Revision
+	})
+	st, err := lc.Status(ctx, c.Nodes[learner].ClientURL)
+	if err != nil || !st.IsLearner {
+		t.Fatalf("status of the restarted learner: %v %v", st, err)
+	}
+	// Still not a voter: with two of the three voters down, nothing
+	// commits, even though the learner is up.
+	c.Stop(0)
+	c.Stop(1)
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := c.Client(t, 2, learner).Put(sctx, "no-quorum", "v"); err == nil {
+		t.Fatal("a put committed with one voter of three up: the learner voted")
 	}
 }
