@@ -81,3 +81,12 @@ func (i *internalServer) Shards(ctx context.Context, _ *basaltpb.ShardsRequest) 
 	}
 	return resp, nil
 }
+
+// Resolve answers a follower's read at a revision: this node's replica,
+// the shard's leader, has applied every write of the shard at or below it.
+func (i *internalServer) Resolve(ctx context.Context, r *basaltpb.ResolveRequest) (*basaltpb.ResolveResponse, error) {
+	if err := i.s.coord.ResolveHere(ctx, r.ShardId, r.Revision); err != nil {
+		return nil, txncoord.ToRemote(err)
+	}
+	return &basaltpb.ResolveResponse{}, nil
+}

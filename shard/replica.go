@@ -32,6 +32,7 @@ type Replica struct {
 	term   atomic.Uint64
 
 	barrier *combine.Combiner[*barrierWaiter]
+	remote  atomic.Pointer[RemoteResolver]
 
 	tso      RevisionAllocator
 	resolvec chan struct{}
@@ -118,31 +119,70 @@ func (r *Replica) RevokeLease(ctx context.Context, lease int64) (*pb.TxnResponse
 }
 
 // ReadAt returns a view of the shard at rev, a revision from the TSO, for a
-// linearizable read at one revision across shards, on any replica. The
-// leader waits until every write of the shard at or below rev is applied,
-// then confirms its leadership with a ReadIndex. A follower waits until its
-// log says the same: it has applied the shard's writes up to rev, or a
-// resolved marker at or above it (the leader's resolver proposes one at
-// least every 100 ms while the shard is idle).
+// linearizable read at one revision across shards, on any replica, once
+// every write of the shard at or below rev is applied here. The leader
+// waits for its sequencer, then confirms its leadership (ResolveAsLeader).
+// A follower asks the leader to do that (SetRemoteResolver), then runs a
+// ReadIndex, which applies here what the leader had; without an answer it
+// waits until its own log shows the shard resolved at rev (the leader's
+// resolver proposes a marker at least every 100 ms while the shard is
+// idle).
 func (r *Replica) ReadAt(ctx context.Context, rev int64) (*mvcc.ReadView, error) {
-	if leader, term := r.Leader(); leader == r.replicaID {
-		if err := r.seq.WaitResolved(ctx, rev); err != nil {
-			return nil, err
+	if r.sm.Resolved() >= rev {
+		return r.sm.Shard().ViewAt(rev), nil
+	}
+	err := r.ResolveAsLeader(ctx, rev)
+	if leader := LeaderElsewhere(err); leader != 0 {
+		if remote := r.remote.Load(); remote != nil && r.resolveRemote(ctx, *remote, leader, rev) == nil {
+			err = r.readIndex(ctx)
 		}
-		if err := r.readIndex(ctx); err != nil {
-			return nil, err
-		}
-		if l, t := r.Leader(); l == leader && t == term {
-			return r.sm.Shard().ViewAt(rev), nil
-		}
-		// Leadership moved meanwhile: the new leader may have sequenced
-		// writes at or below rev that this sequencer does not know of.
+	}
+	if err == nil {
+		return r.sm.Shard().ViewAt(rev), nil
 	}
 	if err := r.sm.waitResolved(ctx, rev); err != nil {
 		return nil, err
 	}
 	return r.sm.Shard().ViewAt(rev), nil
 }
+
+// resolveRemote asks the leader to resolve rev, for at most a
+// readIndexAttempt: past it, the follower waits for its own log instead.
+func (r *Replica) resolveRemote(ctx context.Context, remote RemoteResolver, leader uint64, rev int64) error {
+	ctx, cancel := context.WithTimeout(ctx, readIndexAttempt)
+	defer cancel()
+	return remote(ctx, leader, r.shardID, rev)
+}
+
+// ResolveAsLeader returns once this replica, the leader, has applied every
+// write of the shard at or below rev and confirmed its leadership in the
+// same term. Otherwise it fails with a NotLeaderError.
+func (r *Replica) ResolveAsLeader(ctx context.Context, rev int64) error {
+	leader, term := r.Leader()
+	if leader != r.replicaID {
+		return &NotLeaderError{ShardID: r.shardID, Leader: leader}
+	}
+	if err := r.seq.WaitResolved(ctx, rev); err != nil {
+		return err
+	}
+	if err := r.readIndex(ctx); err != nil {
+		return err
+	}
+	if l, t := r.Leader(); l != leader || t != term {
+		// Leadership moved meanwhile: the new leader may have sequenced
+		// writes at or below rev that this sequencer does not know of.
+		return &NotLeaderError{ShardID: r.shardID, Leader: l}
+	}
+	return nil
+}
+
+// RemoteResolver asks a shard's leader on another member to resolve a
+// revision (ResolveAsLeader there).
+type RemoteResolver func(ctx context.Context, leader, shardID uint64, rev int64) error
+
+// SetRemoteResolver lets a follower ask the leader to resolve revisions it
+// reads at.
+func (r *Replica) SetRemoteResolver(f RemoteResolver) { r.remote.Store(&f) }
 
 // Resolved returns the shard's resolved revision on this replica: every
 // write of the shard at or below it is applied here. An idle leader knows

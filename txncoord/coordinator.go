@@ -471,6 +471,31 @@ func (c *Coordinator) RevokeLeaseKeysHere(ctx context.Context, lease int64, shar
 	})
 }
 
+// ResolveHere returns once this node's replica of a shard, its leader, has
+// applied every write of the shard at or below rev (a follower elsewhere
+// then reads at rev).
+func (c *Coordinator) ResolveHere(ctx context.Context, shardID uint64, rev int64) error {
+	rep, err := c.shards.Replica(shardID)
+	if err != nil {
+		return err
+	}
+	return rep.ResolveAsLeader(ctx, rev)
+}
+
+// ResolveRemote asks the shard's leader, another member, to resolve rev
+// (shard.RemoteResolver).
+func (c *Coordinator) ResolveRemote(ctx context.Context, leader, shardID uint64, rev int64) error {
+	if c.peers == nil {
+		return shard.ErrNotLeader
+	}
+	peer, err := c.peers.Internal(leader)
+	if err != nil {
+		return err
+	}
+	_, err = peer.Resolve(ctx, &basaltpb.ResolveRequest{ShardId: shardID, Revision: rev})
+	return FromRemote(err)
+}
+
 // LeaseKeys returns the keys attached to a lease, from every shard, after
 // each local replica caught up with its shard (a replica that does not lead
 // may not have applied a write acknowledged before the call).

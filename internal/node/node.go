@@ -237,8 +237,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCacheFrom(n.host.Meta()), n.host, n.host.MetaGroup(), n.host.Meta(), cfg.Logger)
 	n.coord.SetPeers(n.peers)
 	n.hub = watchfanout.NewHub(nil, n.coord.CurrentRevision, cfg.Logger)
-	for _, r := range n.host.WatchReplicas(func(r *shard.Replica) { n.hub.AddSource(r) }) {
+	serve := func(r *shard.Replica) {
+		r.SetRemoteResolver(n.coord.ResolveRemote)
 		n.hub.AddSource(r)
+	}
+	for _, r := range n.host.WatchReplicas(serve) {
+		serve(r)
 	}
 	n.lessor = txncoord.NewLessor(txncoord.LessorConfig{
 		MinTTL:             txncoord.MinLeaseTTL(n.host.RaftTimings()),

@@ -302,34 +302,43 @@ func TestPaginationAcrossSplits(t *testing.T) {
 // A shard that grows past --shard-split-size splits by itself, at a key
 // that halves it, and every key reads back unchanged from its new shard.
 func TestShardSplitsBySize(t *testing.T) {
-	c := Start(t, 1, WithShardSplitSize(256<<10, 100*time.Millisecond))
+	// About 2 MiB of values, four times the split size.
+	const splitSize = 512 << 10
+	c := Start(t, 1, WithShardSplitSize(splitSize, 100*time.Millisecond))
 	ctx := ctxT(t, 2*time.Minute)
 	cl := c.Client(t)
-	// Random values: Pebble compresses what it stores.
-	value := make([]byte, 500)
-	for i := range value {
-		value[i] = byte(rand.IntN(256))
+	// A random value per key: Pebble compresses what it stores.
+	const keys = 4000
+	values := make([]string, keys)
+	for j := range values {
+		v := make([]byte, 500)
+		for i := range v {
+			v[i] = byte(rand.IntN(256))
+		}
+		values[j] = string(v)
 	}
-	const keys = 2000 // about 2 MiB: eight times the split size
 	for i := 0; i < keys; i += 100 {
 		var ops []clientv3.Op
 		for j := i; j < i+100; j++ {
-			ops = append(ops, clientv3.OpPut(fmt.Sprintf("s%05d", j), fmt.Sprintf("%d%x", j, value)))
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("s%05d", j), values[j]))
 		}
 		if _, err := cl.Txn(ctx).Then(ops...).Commit(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Splits go on until every shard is below the size; a shard split a
+	// Splits go on until every shard is within the size; a shard split a
 	// moment ago may not list its keys yet.
 	var got []*basaltpb.ShardInfo
-	waitFor(t, "the shard splits by size", func() bool {
+	waitFor(t, "the shards split by size", func() bool {
 		got = shards(t, c, 0)
 		var total int64
 		for _, s := range got {
 			total += s.Keys
+			if s.Size > splitSize {
+				return false
+			}
 		}
-		return len(got) >= 4 && total == keys
+		return len(got) >= 2 && total == keys
 	})
 	for i := 1; i < len(got); i++ {
 		if string(got[i-1].Descriptor_.End) != string(got[i].Descriptor_.Start) {
@@ -344,8 +353,8 @@ func TestShardSplitsBySize(t *testing.T) {
 		t.Fatalf("read %d keys back, want %d", len(resp.Kvs), keys)
 	}
 	for j, kv := range resp.Kvs {
-		if want := fmt.Sprintf("%d%x", j, value); string(kv.Key) != fmt.Sprintf("s%05d", j) || string(kv.Value) != want {
-			t.Fatalf("key %d reads %s=%.10s..., want s%05d=%.10s...", j, kv.Key, kv.Value, j, want)
+		if want := values[j]; string(kv.Key) != fmt.Sprintf("s%05d", j) || string(kv.Value) != want {
+			t.Fatalf("key %d reads %s=%.10q..., want s%05d=%.10q...", j, kv.Key, kv.Value, j, want)
 		}
 	}
 }

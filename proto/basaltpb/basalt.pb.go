@@ -1575,6 +1575,94 @@ func (x *MetaState) GetLastShardId() uint64 {
 	return 0
 }
 
+type ResolveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRequest) Reset() {
+	*x = ResolveRequest{}
+	mi := &file_basalt_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRequest) ProtoMessage() {}
+
+func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
+func (*ResolveRequest) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ResolveRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ResolveRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type ResolveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveResponse) Reset() {
+	*x = ResolveResponse{}
+	mi := &file_basalt_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveResponse) ProtoMessage() {}
+
+func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
+func (*ResolveResponse) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{24}
+}
+
 type SplitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1584,7 +1672,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_basalt_proto_msgTypes[23]
+	mi := &file_basalt_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1684,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[23]
+	mi := &file_basalt_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1697,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{23}
+	return file_basalt_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SplitRequest) GetKey() []byte {
@@ -1629,7 +1717,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_basalt_proto_msgTypes[24]
+	mi := &file_basalt_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1729,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[24]
+	mi := &file_basalt_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1742,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{24}
+	return file_basalt_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SplitResponse) GetLeft() *ShardDescriptor {
@@ -1679,7 +1767,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_basalt_proto_msgTypes[25]
+	mi := &file_basalt_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +1779,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[25]
+	mi := &file_basalt_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +1792,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{25}
+	return file_basalt_proto_rawDescGZIP(), []int{27}
 }
 
 type ShardsResponse struct {
@@ -1716,7 +1804,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_basalt_proto_msgTypes[26]
+	mi := &file_basalt_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1816,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[26]
+	mi := &file_basalt_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1829,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{26}
+	return file_basalt_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -1766,7 +1854,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_basalt_proto_msgTypes[27]
+	mi := &file_basalt_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1866,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[27]
+	mi := &file_basalt_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1879,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{27}
+	return file_basalt_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ShardInfo) GetDescriptor_() *ShardDescriptor {
@@ -1838,7 +1926,7 @@ type AllocateRequest struct {
 
 func (x *AllocateRequest) Reset() {
 	*x = AllocateRequest{}
-	mi := &file_basalt_proto_msgTypes[28]
+	mi := &file_basalt_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1938,7 @@ func (x *AllocateRequest) String() string {
 func (*AllocateRequest) ProtoMessage() {}
 
 func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[28]
+	mi := &file_basalt_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1951,7 @@ func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
 func (*AllocateRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{28}
+	return file_basalt_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AllocateRequest) GetCount() int64 {
@@ -1882,7 +1970,7 @@ type AllocateResponse struct {
 
 func (x *AllocateResponse) Reset() {
 	*x = AllocateResponse{}
-	mi := &file_basalt_proto_msgTypes[29]
+	mi := &file_basalt_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +1982,7 @@ func (x *AllocateResponse) String() string {
 func (*AllocateResponse) ProtoMessage() {}
 
 func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[29]
+	mi := &file_basalt_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +1995,7 @@ func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateResponse.ProtoReflect.Descriptor instead.
 func (*AllocateResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{29}
+	return file_basalt_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AllocateResponse) GetFirst() int64 {
@@ -1925,7 +2013,7 @@ type CurrentRequest struct {
 
 func (x *CurrentRequest) Reset() {
 	*x = CurrentRequest{}
-	mi := &file_basalt_proto_msgTypes[30]
+	mi := &file_basalt_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2025,7 @@ func (x *CurrentRequest) String() string {
 func (*CurrentRequest) ProtoMessage() {}
 
 func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[30]
+	mi := &file_basalt_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2038,7 @@ func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentRequest.ProtoReflect.Descriptor instead.
 func (*CurrentRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{30}
+	return file_basalt_proto_rawDescGZIP(), []int{32}
 }
 
 type CurrentResponse struct {
@@ -1962,7 +2050,7 @@ type CurrentResponse struct {
 
 func (x *CurrentResponse) Reset() {
 	*x = CurrentResponse{}
-	mi := &file_basalt_proto_msgTypes[31]
+	mi := &file_basalt_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2062,7 @@ func (x *CurrentResponse) String() string {
 func (*CurrentResponse) ProtoMessage() {}
 
 func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[31]
+	mi := &file_basalt_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2075,7 @@ func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentResponse.ProtoReflect.Descriptor instead.
 func (*CurrentResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{31}
+	return file_basalt_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CurrentResponse) GetRevision() int64 {
@@ -2008,7 +2096,7 @@ type RevokeLeaseKeysRequest struct {
 
 func (x *RevokeLeaseKeysRequest) Reset() {
 	*x = RevokeLeaseKeysRequest{}
-	mi := &file_basalt_proto_msgTypes[32]
+	mi := &file_basalt_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2108,7 @@ func (x *RevokeLeaseKeysRequest) String() string {
 func (*RevokeLeaseKeysRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[32]
+	mi := &file_basalt_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2121,7 @@ func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{32}
+	return file_basalt_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeLeaseKeysRequest) GetLease() int64 {
@@ -2058,7 +2146,7 @@ type RevokeLeaseKeysResponse struct {
 
 func (x *RevokeLeaseKeysResponse) Reset() {
 	*x = RevokeLeaseKeysResponse{}
-	mi := &file_basalt_proto_msgTypes[33]
+	mi := &file_basalt_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2158,7 @@ func (x *RevokeLeaseKeysResponse) String() string {
 func (*RevokeLeaseKeysResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[33]
+	mi := &file_basalt_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2171,7 @@ func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{33}
+	return file_basalt_proto_rawDescGZIP(), []int{35}
 }
 
 type WriteRequest struct {
@@ -2097,7 +2185,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_basalt_proto_msgTypes[34]
+	mi := &file_basalt_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2197,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[34]
+	mi := &file_basalt_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2210,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{34}
+	return file_basalt_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WriteRequest) GetTxns() [][]byte {
@@ -2142,7 +2230,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_basalt_proto_msgTypes[35]
+	mi := &file_basalt_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2242,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[35]
+	mi := &file_basalt_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2255,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{35}
+	return file_basalt_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WriteResponse) GetResults() []*WriteResult {
@@ -2190,7 +2278,7 @@ type WriteResult struct {
 
 func (x *WriteResult) Reset() {
 	*x = WriteResult{}
-	mi := &file_basalt_proto_msgTypes[36]
+	mi := &file_basalt_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2290,7 @@ func (x *WriteResult) String() string {
 func (*WriteResult) ProtoMessage() {}
 
 func (x *WriteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[36]
+	mi := &file_basalt_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2303,7 @@ func (x *WriteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResult.ProtoReflect.Descriptor instead.
 func (*WriteResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{36}
+	return file_basalt_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WriteResult) GetTxnResponse() []byte {
@@ -2344,7 +2432,11 @@ const file_basalt_proto_rawDesc = "" +
 	"\x06shards\x18\x03 \x03(\v2\x17.basalt.ShardDescriptorR\x06shards\x12(\n" +
 	"\amembers\x18\x04 \x03(\v2\x0e.basalt.MemberR\amembers\x12'\n" +
 	"\x0fremoved_members\x18\x05 \x03(\x04R\x0eremovedMembers\x12\"\n" +
-	"\rlast_shard_id\x18\x06 \x01(\x04R\vlastShardId\" \n" +
+	"\rlast_shard_id\x18\x06 \x01(\x04R\vlastShardId\"G\n" +
+	"\x0eResolveRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\x11\n" +
+	"\x0fResolveResponse\" \n" +
 	"\fSplitRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"k\n" +
 	"\rSplitResponse\x12+\n" +
@@ -2390,14 +2482,15 @@ const file_basalt_proto_rawDesc = "" +
 	"\bNO_WRITE\x10\x06\x12\x10\n" +
 	"\fLEASE_EXISTS\x10\a\x12\x14\n" +
 	"\x10MEMBER_NOT_FOUND\x10\b\x12\x0f\n" +
-	"\vWRONG_SHARD\x10\t2\xfe\x02\n" +
+	"\vWRONG_SHARD\x10\t2\xba\x03\n" +
 	"\bInternal\x12=\n" +
 	"\bAllocate\x12\x17.basalt.AllocateRequest\x1a\x18.basalt.AllocateResponse\x12:\n" +
 	"\aCurrent\x12\x16.basalt.CurrentRequest\x1a\x17.basalt.CurrentResponse\x12R\n" +
 	"\x0fRevokeLeaseKeys\x12\x1e.basalt.RevokeLeaseKeysRequest\x1a\x1f.basalt.RevokeLeaseKeysResponse\x124\n" +
 	"\x05Write\x12\x14.basalt.WriteRequest\x1a\x15.basalt.WriteResponse\x124\n" +
 	"\x05Split\x12\x14.basalt.SplitRequest\x1a\x15.basalt.SplitResponse\x127\n" +
-	"\x06Shards\x12\x15.basalt.ShardsRequest\x1a\x16.basalt.ShardsResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
+	"\x06Shards\x12\x15.basalt.ShardsRequest\x1a\x16.basalt.ShardsResponse\x12:\n" +
+	"\aResolve\x12\x16.basalt.ResolveRequest\x1a\x17.basalt.ResolveResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
 
 var (
 	file_basalt_proto_rawDescOnce sync.Once
@@ -2412,7 +2505,7 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_basalt_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: basalt.ErrorCode
 	(*DataCommand)(nil),             // 1: basalt.DataCommand
@@ -2438,31 +2531,33 @@ var file_basalt_proto_goTypes = []any{
 	(*PutMember)(nil),               // 21: basalt.PutMember
 	(*RemoveMember)(nil),            // 22: basalt.RemoveMember
 	(*MetaState)(nil),               // 23: basalt.MetaState
-	(*SplitRequest)(nil),            // 24: basalt.SplitRequest
-	(*SplitResponse)(nil),           // 25: basalt.SplitResponse
-	(*ShardsRequest)(nil),           // 26: basalt.ShardsRequest
-	(*ShardsResponse)(nil),          // 27: basalt.ShardsResponse
-	(*ShardInfo)(nil),               // 28: basalt.ShardInfo
-	(*AllocateRequest)(nil),         // 29: basalt.AllocateRequest
-	(*AllocateResponse)(nil),        // 30: basalt.AllocateResponse
-	(*CurrentRequest)(nil),          // 31: basalt.CurrentRequest
-	(*CurrentResponse)(nil),         // 32: basalt.CurrentResponse
-	(*RevokeLeaseKeysRequest)(nil),  // 33: basalt.RevokeLeaseKeysRequest
-	(*RevokeLeaseKeysResponse)(nil), // 34: basalt.RevokeLeaseKeysResponse
-	(*WriteRequest)(nil),            // 35: basalt.WriteRequest
-	(*WriteResponse)(nil),           // 36: basalt.WriteResponse
-	(*WriteResult)(nil),             // 37: basalt.WriteResult
-	nil,                             // 38: basalt.SplitCommand.ReplicasEntry
-	nil,                             // 39: basalt.SplitCommand.NonVotingEntry
-	nil,                             // 40: basalt.ShardDescriptor.ReplicasEntry
+	(*ResolveRequest)(nil),          // 24: basalt.ResolveRequest
+	(*ResolveResponse)(nil),         // 25: basalt.ResolveResponse
+	(*SplitRequest)(nil),            // 26: basalt.SplitRequest
+	(*SplitResponse)(nil),           // 27: basalt.SplitResponse
+	(*ShardsRequest)(nil),           // 28: basalt.ShardsRequest
+	(*ShardsResponse)(nil),          // 29: basalt.ShardsResponse
+	(*ShardInfo)(nil),               // 30: basalt.ShardInfo
+	(*AllocateRequest)(nil),         // 31: basalt.AllocateRequest
+	(*AllocateResponse)(nil),        // 32: basalt.AllocateResponse
+	(*CurrentRequest)(nil),          // 33: basalt.CurrentRequest
+	(*CurrentResponse)(nil),         // 34: basalt.CurrentResponse
+	(*RevokeLeaseKeysRequest)(nil),  // 35: basalt.RevokeLeaseKeysRequest
+	(*RevokeLeaseKeysResponse)(nil), // 36: basalt.RevokeLeaseKeysResponse
+	(*WriteRequest)(nil),            // 37: basalt.WriteRequest
+	(*WriteResponse)(nil),           // 38: basalt.WriteResponse
+	(*WriteResult)(nil),             // 39: basalt.WriteResult
+	nil,                             // 40: basalt.SplitCommand.ReplicasEntry
+	nil,                             // 41: basalt.SplitCommand.NonVotingEntry
+	nil,                             // 42: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
 	3,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
 	5,  // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
 	6,  // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
 	2,  // 3: basalt.DataCommand.split:type_name -> basalt.SplitCommand
-	38, // 4: basalt.SplitCommand.replicas:type_name -> basalt.SplitCommand.ReplicasEntry
-	39, // 5: basalt.SplitCommand.non_voting:type_name -> basalt.SplitCommand.NonVotingEntry
+	40, // 4: basalt.SplitCommand.replicas:type_name -> basalt.SplitCommand.ReplicasEntry
+	41, // 5: basalt.SplitCommand.non_voting:type_name -> basalt.SplitCommand.NonVotingEntry
 	4,  // 6: basalt.WriteBatch.writes:type_name -> basalt.Write
 	0,  // 7: basalt.CompactResult.error:type_name -> basalt.ErrorCode
 	11, // 8: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
@@ -2476,7 +2571,7 @@ var file_basalt_proto_depIdxs = []int32{
 	9,  // 16: basalt.MetaCommand.alloc_shard_id:type_name -> basalt.AllocShardID
 	10, // 17: basalt.MetaCommand.record_split:type_name -> basalt.RecordSplit
 	12, // 18: basalt.RecordSplit.child:type_name -> basalt.ShardDescriptor
-	40, // 19: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	42, // 19: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
 	12, // 20: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
 	14, // 21: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
 	0,  // 22: basalt.MetaResult.error:type_name -> basalt.ErrorCode
@@ -2485,23 +2580,25 @@ var file_basalt_proto_depIdxs = []int32{
 	20, // 25: basalt.MetaState.members:type_name -> basalt.Member
 	12, // 26: basalt.SplitResponse.left:type_name -> basalt.ShardDescriptor
 	12, // 27: basalt.SplitResponse.right:type_name -> basalt.ShardDescriptor
-	28, // 28: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
+	30, // 28: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
 	12, // 29: basalt.ShardInfo.descriptor:type_name -> basalt.ShardDescriptor
-	37, // 30: basalt.WriteResponse.results:type_name -> basalt.WriteResult
-	29, // 31: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
-	31, // 32: basalt.Internal.Current:input_type -> basalt.CurrentRequest
-	33, // 33: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
-	35, // 34: basalt.Internal.Write:input_type -> basalt.WriteRequest
-	24, // 35: basalt.Internal.Split:input_type -> basalt.SplitRequest
-	26, // 36: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
-	30, // 37: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
-	32, // 38: basalt.Internal.Current:output_type -> basalt.CurrentResponse
-	34, // 39: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
-	36, // 40: basalt.Internal.Write:output_type -> basalt.WriteResponse
-	25, // 41: basalt.Internal.Split:output_type -> basalt.SplitResponse
-	27, // 42: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
-	37, // [37:43] is the sub-list for method output_type
-	31, // [31:37] is the sub-list for method input_type
+	39, // 30: basalt.WriteResponse.results:type_name -> basalt.WriteResult
+	31, // 31: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
+	33, // 32: basalt.Internal.Current:input_type -> basalt.CurrentRequest
+	35, // 33: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
+	37, // 34: basalt.Internal.Write:input_type -> basalt.WriteRequest
+	26, // 35: basalt.Internal.Split:input_type -> basalt.SplitRequest
+	28, // 36: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
+	24, // 37: basalt.Internal.Resolve:input_type -> basalt.ResolveRequest
+	32, // 38: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
+	34, // 39: basalt.Internal.Current:output_type -> basalt.CurrentResponse
+	36, // 40: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
+	38, // 41: basalt.Internal.Write:output_type -> basalt.WriteResponse
+	27, // 42: basalt.Internal.Split:output_type -> basalt.SplitResponse
+	29, // 43: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
+	25, // 44: basalt.Internal.Resolve:output_type -> basalt.ResolveResponse
+	38, // [38:45] is the sub-list for method output_type
+	31, // [31:38] is the sub-list for method input_type
 	31, // [31:31] is the sub-list for extension type_name
 	31, // [31:31] is the sub-list for extension extendee
 	0,  // [0:31] is the sub-list for field type_name
@@ -2536,7 +2633,7 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Internal_Write_FullMethodName           = "/basalt.Internal/Write"
 	Internal_Split_FullMethodName           = "/basalt.Internal/Split"
 	Internal_Shards_FullMethodName          = "/basalt.Internal/Shards"
+	Internal_Resolve_FullMethodName         = "/basalt.Internal/Resolve"
 )
 
 // InternalClient is the client API for Internal service.
@@ -57,6 +58,10 @@ type InternalClient interface {
 	Split(ctx context.Context, in *SplitRequest, opts ...grpc.CallOption) (*SplitResponse, error)
 	// Shards lists the data shards (basaltctl shards).
 	Shards(ctx context.Context, in *ShardsRequest, opts ...grpc.CallOption) (*ShardsResponse, error)
+	// Resolve returns once the shard's leader (the receiver) has applied
+	// every write of the shard at or below the revision, and confirmed its
+	// leadership: a follower then reads at that revision after a ReadIndex.
+	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
 }
 
 type internalClient struct {
@@ -127,6 +132,16 @@ func (c *internalClient) Shards(ctx context.Context, in *ShardsRequest, opts ...
 	return out, nil
 }
 
+func (c *internalClient) Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveResponse)
+	err := c.cc.Invoke(ctx, Internal_Resolve_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -150,6 +165,10 @@ type InternalServer interface {
 	Split(context.Context, *SplitRequest) (*SplitResponse, error)
 	// Shards lists the data shards (basaltctl shards).
 	Shards(context.Context, *ShardsRequest) (*ShardsResponse, error)
+	// Resolve returns once the shard's leader (the receiver) has applied
+	// every write of the shard at or below the revision, and confirmed its
+	// leadership: a follower then reads at that revision after a ReadIndex.
+	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -177,6 +196,9 @@ func (UnimplementedInternalServer) Split(context.Context, *SplitRequest) (*Split
 }
 func (UnimplementedInternalServer) Shards(context.Context, *ShardsRequest) (*ShardsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Shards not implemented")
+}
+func (UnimplementedInternalServer) Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resolve not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -307,6 +329,24 @@ func _Internal_Shards_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_Resolve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Resolve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Resolve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Resolve(ctx, req.(*ResolveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -337,6 +377,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Shards",
 			Handler:    _Internal_Shards_Handler,
+		},
+		{
+			MethodName: "Resolve",
+			Handler:    _Internal_Resolve_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
