@@ -178,7 +178,19 @@ func TestLeaderFailover(t *testing.T) {
 // A node cut off from the majority must not answer a linearizable read
 // from its old state.
 func TestCutOffNodeServesNoStaleRead(t *testing.T) {
+	noStaleReadOnCutOff(t, Start(t, 3, WithFaults()))
+}
+
+// The same once the key space is split: linearizable reads then run at the
+// TSO's revision (which a cut-off member still gets from the meta leader's
+// client port), and a replica cut off from its shard must not serve it.
+func TestCutOffNodeServesNoStaleReadAcrossShards(t *testing.T) {
 	c := Start(t, 3, WithFaults())
+	split(t, c, 0, "m")
+	noStaleReadOnCutOff(t, c)
+}
+
+func noStaleReadOnCutOff(t *testing.T, c *Cluster) {
 	ctx := ctxT(t, time.Minute)
 	cl := c.Client(t)
 	if _, err := cl.Put(ctx, "k", "old"); err != nil {
