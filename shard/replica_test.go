@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	"github.com/basaltdb/basalt/internal/etcdproc"
 	"github.com/basaltdb/basalt/internal/logging"
 	"github.com/basaltdb/basalt/mvcc"
 )
@@ -74,9 +74,10 @@ func startReplica(t *testing.T, cfg SequencerConfig) *testReplica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	addr, err := etcdproc.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
 	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
 		NodeHostDir:    filepath.Join(dir, "raft"),
 		RTTMillisecond: 5,

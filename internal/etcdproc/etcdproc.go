@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -149,12 +151,50 @@ func (s *Server) Stop() {
 	<-s.done
 }
 
-// FreeAddr returns a loopback host:port that was free a moment ago.
+// FreeAddr returns a loopback host:port that was free a moment ago. The
+// port after it is kept free of other FreeAddr answers too: a Basalt node
+// gossips there by default.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 1000 {
+		port := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		if !portsHandedOut.claim(port) {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		return addr, nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", errors.New("etcdproc: no free port found")
+}
+
+// Ports come from below the kernel's ephemeral range (32768 and up on
+// Linux), where the outgoing connections of other processes (tests of
+// other packages run alongside) take theirs: a port free when chosen then
+// stays free until the server listens on it. A process never hands out a
+// port twice.
+const (
+	freePortLow  = 20000
+	freePortHigh = 32000
+)
+
+var portsHandedOut = &portSet{taken: map[int]bool{}}
+
+type portSet struct {
+	mu    sync.Mutex
+	taken map[int]bool
+}
+
+// claim takes port and the one after it, unless either is taken.
+func (s *portSet) claim(port int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.taken[port] || s.taken[port+1] {
+		return false
+	}
+	s.taken[port], s.taken[port+1] = true, true
+	return true
 }
