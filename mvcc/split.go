@@ -85,13 +85,9 @@ func (s *keySpan) containsTxn(rt *pb.TxnRequest) bool {
 	return true
 }
 
-// ContainsRange reports whether the etcd range [key, end) lies in the
-// shard's span: end empty is the key alone, "\x00" every key from key on,
-// and a range that holds no key (end at or before key) is the key alone.
-func (sh *Shard) ContainsRange(key, end []byte) bool {
-	return sh.span.Load().containsRange(key, end)
-}
-
+// containsRange reports whether the etcd range [key, end) lies in the
+// span: end empty is the key alone, "\x00" every key from key on, and a
+// range that holds no key (end at or before key) is the key alone.
 func (s *keySpan) containsRange(key, end []byte) bool {
 	if !s.contains(key) {
 		return false
@@ -119,7 +115,7 @@ func (s *Store) SpanOf(id uint64) (start, end []byte, ok bool, err error) {
 }
 
 // ContainsRange reports whether the etcd range [key, end) lies in the
-// view's span (as Shard.ContainsRange).
+// view's span.
 func (v *ReadView) ContainsRange(key, end []byte) bool { return v.span.containsRange(key, end) }
 
 // WholeKeySpace reports whether the view spans every key.

@@ -143,6 +143,9 @@ func (c *Coordinator) readView(ctx context.Context, spans []keySpan, serializabl
 func (c *Coordinator) viewOf(ctx context.Context, reps []*shard.Replica, serializable bool) (*mvcc.ReadView, error) {
 	if serializable {
 		rev := reps[0].Resolved()
+		if len(reps) == 1 {
+			return reps[0].Shard().ViewAt(rev), nil
+		}
 		for _, rep := range reps[1:] {
 			rev = min(rev, rep.Resolved())
 		}
