@@ -59,11 +59,16 @@ func NewTSO(meta MetaGroup, window int64) *TSO {
 
 // Start loads the persisted ceiling and starts serving from it. Call it when
 // this node becomes the meta group's leader. It fails if this node does not
-// lead the group, or if Stop is called before it returns.
+// lead the group, or if Stop is called before it returns. A TSO that serves
+// already goes on unchanged (restarting from the ceiling would skip the
+// revisions below it).
 func (t *TSO) Start(ctx context.Context) error {
 	t.mu.Lock()
-	stops := t.stops
+	stops, ready := t.stops, t.ready
 	t.mu.Unlock()
+	if ready {
+		return nil
+	}
 	state, err := t.meta.ReadState(ctx)
 	if err != nil {
 		return err
@@ -75,6 +80,9 @@ func (t *TSO) Start(ctx context.Context) error {
 	defer t.mu.Unlock()
 	if t.stops != stops {
 		return ErrTSONotReady
+	}
+	if t.ready {
+		return nil // started by a concurrent Start
 	}
 	t.next = max(state.TsoCeiling, 2)
 	t.ceiling = state.TsoCeiling

@@ -97,6 +97,16 @@ func TestTSOAllocatesBelowPersistedCeiling(t *testing.T) {
 		}
 	}
 
+	// Starting a TSO that serves changes nothing: the next revision
+	// follows the last one handed out.
+	if err := tso.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := tso.Allocate(ctx, 1); first != next {
+		t.Fatalf("after a second Start the next revision is %d, want %d", first, next)
+	}
+	next++
+
 	// A new TSO (restart, or another leader) starts at the ceiling: never
 	// below anything handed out.
 	ceiling := meta.ceiling()

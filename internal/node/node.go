@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4/config"
@@ -170,6 +171,14 @@ type Node struct {
 	server     *router.Server
 	listeners  []net.Listener
 	member     *pb.Member
+	// metaLeaderSeen is the meta group's leader as the last leader change
+	// event named it (metaEventSeen: there was one); metaChanged wakes
+	// keepMetaRoles after each change, and metaLessor is the lessor it
+	// promotes, once there is one.
+	metaLeaderSeen atomic.Uint64
+	metaEventSeen  atomic.Bool
+	metaChanged    chan struct{}
+	metaLessor     atomic.Pointer[txncoord.Lessor]
 }
 
 // Start starts a node and returns once it serves clients.
@@ -180,7 +189,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	logging.RouteDragonboat(cfg.Logger)
 	raftListen, _ := hostPort(cfg.ListenPeerURL)
 	raftAddr, _ := hostPort(cfg.AdvertisePeerURL)
-	n := &Node{cfg: cfg, lg: cfg.Logger, stopping: make(chan struct{})}
+	n := &Node{cfg: cfg, lg: cfg.Logger, stopping: make(chan struct{}), metaChanged: make(chan struct{}, 1)}
+	bg, cancelBg := context.WithCancel(context.Background())
+	n.cancelBg = cancelBg
 	defer func() {
 		if err != nil {
 			n.Stop() // what was started
@@ -223,6 +234,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.peers = router.NewPeers(n.host.Meta().Member)
 	n.tso = txncoord.NewTSO(n.host.MetaGroup(), 0)
 	n.host.OnLeaderChange(n.metaLeaderChanged)
+	n.background.Go(func() { n.keepMetaRoles(bg) })
 	n.tsoClient = txncoord.NewTSOClient(txncoord.NewRoutedTSO(n.tso, n.host.ReplicaID(), n.metaLeader, n.peers))
 	if err = n.host.StartDataShards(ctx, n.tsoClient, n.host.Meta()); err != nil {
 		return nil, err
@@ -249,8 +261,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CheckpointInterval: cfg.LeaseCheckpointInterval,
 		Logger:             cfg.Logger,
 	}, n.host.MetaGroup(), n.host.Meta(), n.coord)
+	n.metaLessor.Store(n.lessor)
+	n.wakeMetaRoles()
 	// The TSO and the lessor serve where the meta group's leader is; its
 	// election may have been reported before the watcher was registered.
+	// Both starts are idempotent: keepMetaRoles may run them too.
 	n.startLeaderRole(ctx, "tso", n.tso.Start)
 	n.startLeaderRole(ctx, "lessor", n.lessor.Promote)
 
@@ -302,8 +317,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: publish member: %w", err)
 	}
 	if cfg.ShardSplitSize > 0 {
-		var bg context.Context
-		bg, n.cancelBg = context.WithCancel(context.Background())
 		n.background.Go(func() { n.coord.SplitLargeLoop(bg, cfg.ShardSplitSize, cfg.ShardSplitCheckInterval) })
 	}
 	n.lg.Info("ready-to-serve", zap.String("name", cfg.Name), zap.String("member-id", fmt.Sprintf("%x", n.member.ID)), zap.Strings("client-urls", cfg.ListenClientURLs), zap.String("data-dir", cfg.DataDir))
@@ -384,40 +397,61 @@ func selfEndpoint(a net.Addr) string {
 	return "http://" + tcp.String()
 }
 
-// metaLeaderChanged runs the TSO and the lessor where the meta group's
-// leader is and stops them elsewhere.
+// metaLeaderChanged notes the meta group's new leader. The TSO stops here
+// at once when another member leads; keepMetaRoles does the rest.
 func (n *Node) metaLeaderChanged(info raftio.LeaderInfo) {
 	if info.ShardID != shard.MetaShardID || n.tso == nil {
 		return
 	}
+	n.metaLeaderSeen.Store(info.LeaderID)
+	n.metaEventSeen.Store(true)
 	if info.LeaderID != n.host.ReplicaID() {
 		n.tso.Stop()
-		if n.lessor != nil {
-			go func() {
-				// Leadership may have come back meanwhile; its own change
-				// promotes the lessor again, and must not be undone here.
-				if !n.IsMetaLeader() {
-					n.lessor.Demote()
-				}
-			}()
-		}
-		return
 	}
-	go func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-n.stopping:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		n.startLeaderRole(ctx, "tso", n.tso.Start)
-		if n.lessor != nil {
-			n.startLeaderRole(ctx, "lessor", n.lessor.Promote)
+	n.wakeMetaRoles()
+}
+
+func (n *Node) wakeMetaRoles() {
+	select {
+	case n.metaChanged <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// keepMetaRoles runs the TSO and the lessor where the meta group's leader
+// is and stops the lessor elsewhere, one change at a time: a lessor being
+// promoted while leadership moves on is demoted at the next wake-up.
+func (n *Node) keepMetaRoles(ctx context.Context) {
+	for {
+		select {
+		case <-n.metaChanged:
+		case <-ctx.Done():
+			return
 		}
-	}()
+		lessor := n.metaLessor.Load()
+		if !n.leadsMeta() {
+			if lessor != nil {
+				lessor.Demote()
+			}
+			continue
+		}
+		n.startLeaderRole(ctx, "tso", n.tso.Start)
+		if lessor != nil {
+			n.startLeaderRole(ctx, "lessor", lessor.Promote)
+		}
+	}
+}
+
+// leadsMeta tells whether this node leads the meta group by the last
+// leader change event. Events arrive before dragonboat's leader query
+// reflects them (a new leader asking it would not see itself yet); the
+// query serves only until the first event, for an election that was over
+// before this node registered for events.
+func (n *Node) leadsMeta() bool {
+	if n.metaEventSeen.Load() {
+		return n.metaLeaderSeen.Load() == n.host.ReplicaID()
+	}
+	return n.IsMetaLeader()
 }
 
 // startLeaderRole runs start (the TSO's or the lessor's) until it succeeds,
@@ -427,7 +461,7 @@ func (n *Node) metaLeaderChanged(info raftio.LeaderInfo) {
 // the role must not stay unstarted on the leader.
 func (n *Node) startLeaderRole(ctx context.Context, role string, start func(context.Context) error) {
 	backoff := time.Millisecond
-	for n.IsMetaLeader() {
+	for n.leadsMeta() {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := start(actx)
 		cancel()

@@ -250,6 +250,9 @@ func TestLeaseSurvivesLeaderChange(t *testing.T) {
 	var ttl *clientv3.LeaseTimeToLiveResponse
 	waitFor(t, "time-to-live after the leader change", func() bool {
 		ttl, err = rest.TimeToLive(ctx, lease.ID)
+		if err != nil {
+			t.Logf("time-to-live: %v", err)
+		}
 		return err == nil
 	})
 	// 20 s granted, at least 3 s gone: a fresh TTL would be 20. Nor may
