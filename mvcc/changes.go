@@ -3,6 +3,7 @@ package mvcc
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -16,13 +17,30 @@ import (
 // from is below the compacted revision (the change log at the compacted
 // revision itself is kept).
 func (sh *Shard) Changes(ctx context.Context, from, to int64, maxRevs int) (evs []*mvccpb.Event, more int64, err error) {
-	if from < sh.CompactRev() {
+	return ChangesIn(ctx, []*Shard{sh}, from, to, maxRevs)
+}
+
+// ChangesIn is Changes of several shards of one store at once, in
+// revision and sub revision order (the order one etcd's watch reports a
+// transaction's events in, also when the transaction wrote to several of
+// the shards). It fails with ErrCompacted when from is below a shard's
+// compacted revision.
+func ChangesIn(ctx context.Context, shards []*Shard, from, to int64, maxRevs int) (evs []*mvccpb.Event, more int64, err error) {
+	compacted := func() bool {
+		for _, sh := range shards {
+			if from < sh.CompactRev() {
+				return true
+			}
+		}
+		return false
+	}
+	if compacted() {
 		return nil, 0, ErrCompacted
 	}
 	if to < from {
 		return nil, 0, nil
 	}
-	db := sh.store.db
+	db := shards[0].store.db
 	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: appendChangeKey(nil, Revision{Main: from}),
 		UpperBound: appendChangeKey(nil, Revision{Main: to + 1}),
@@ -47,7 +65,7 @@ func (sh *Shard) Changes(ctx context.Context, from, to int64, maxRevs int) (evs 
 		if err != nil {
 			return nil, 0, err
 		}
-		if !sh.Contains(userKey) {
+		if !slices.ContainsFunc(shards, func(sh *Shard) bool { return sh.Contains(userKey) }) {
 			continue
 		}
 		if rev.Main != last {
@@ -81,7 +99,7 @@ func (sh *Shard) Changes(ctx context.Context, from, to int64, maxRevs int) (evs 
 	if err := it.Error(); err != nil {
 		return nil, 0, err
 	}
-	if from < sh.CompactRev() {
+	if compacted() {
 		return nil, 0, ErrCompacted
 	}
 	return evs, 0, nil

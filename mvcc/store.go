@@ -183,6 +183,8 @@ const (
 	metaRev     = "rev"     // revision of the last applied write
 	metaCompact = "compact" // compacted revision
 	metaSpan    = "span"    // the shard's key span
+	metaLock    = "lock"    // the lock of a transaction across shards
+	metaTxn     = "txn/"    // + id: commit record of a transaction across shards
 )
 
 // Shard is one data shard's view of the store: its span, its current and
@@ -197,6 +199,8 @@ type Shard struct {
 	rev     atomic.Int64 // revision of the newest applied write; 1 when empty
 	compact atomic.Int64 // compacted revision; -1 before the first compaction
 	applied atomic.Uint64
+	// lock is the encoded lock the shard holds (nil: none), set by apply.
+	lock atomic.Pointer[[]byte]
 
 	latest latestCache // used by the apply goroutine only
 }
@@ -239,6 +243,11 @@ func (sh *Shard) load() error {
 		}
 		sh.span.Store(&keySpan{start: start, end: end})
 	}
+	lock, _, err := sh.store.GetMeta(sh.id, metaLock)
+	if err != nil {
+		return err
+	}
+	sh.lock.Store(&lock)
 	start, end := sh.Span()
 	return sh.latest.load(sh.store.db, start, end)
 }

@@ -28,6 +28,10 @@ type Writer struct {
 	// events, when captured, are the changes this batch made, in order.
 	capture bool
 	events  []*mvccpb.Event
+	subs    []int64 // the events' sub revisions
+	// lock, when lockSet, is the shard's lock once the batch commits.
+	lock    []byte
+	lockSet bool
 }
 
 // CaptureEvents makes the writer keep the events of its changes (for watch).
@@ -36,6 +40,9 @@ func (w *Writer) CaptureEvents() { w.capture = true }
 // Events returns the events of the batch's changes in revision order (sub
 // revisions in order within a revision). Event values alias the requests'.
 func (w *Writer) Events() []*mvccpb.Event { return w.events }
+
+// EventSubs returns the sub revisions of Events.
+func (w *Writer) EventSubs() []int64 { return w.subs }
 
 // NewWriter starts a batch for the shard.
 func (sh *Shard) NewWriter() *Writer {
@@ -59,6 +66,9 @@ func (w *Writer) Commit(appliedIndex uint64) error {
 	w.sh.latest.merge(w.latest)
 	if w.span != nil {
 		w.sh.span.Store(w.span)
+	}
+	if w.lockSet {
+		w.sh.lock.Store(&w.lock)
 	}
 	w.sh.applied.Store(appliedIndex)
 	w.sh.rev.Store(w.rev)
@@ -90,6 +100,10 @@ type TxnWrite struct {
 	beginRev int64
 	rev      int64 // the revision this transaction writes at
 	changes  int64
+	// subs, when set, are the sub revisions of the changes in order: a
+	// transaction across shards numbers its changes across all of them, as
+	// one etcd would (the change log is one keyspace).
+	subs []int64
 }
 
 // BeginTxn starts a write transaction at revision rev, which must be above
@@ -104,6 +118,14 @@ func (tw *TxnWrite) End() {
 	if tw.changes > 0 {
 		tw.w.rev = tw.rev
 	}
+}
+
+// nextRev is the revision of the transaction's next change.
+func (tw *TxnWrite) nextRev() Revision {
+	if tw.subs != nil {
+		return Revision{Main: tw.rev, Sub: tw.subs[tw.changes]}
+	}
+	return Revision{Main: tw.rev, Sub: tw.changes}
 }
 
 // Changed reports whether the transaction wrote anything.
@@ -166,7 +188,7 @@ func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
 		v.create = prev.create
 		v.ver = prev.ver + 1
 	}
-	sub := Revision{Main: tw.rev, Sub: tw.changes}
+	sub := tw.nextRev()
 	b := tw.w.b
 	tw.w.buf = appendDataKey(tw.w.buf[:0], key, sub)
 	tw.w.vbuf = appendValue(tw.w.vbuf[:0], v)
@@ -186,6 +208,7 @@ func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
 		tw.w.events = append(tw.w.events, &mvccpb.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{
 			Key: key, CreateRevision: v.create, ModRevision: tw.rev, Version: v.ver, Value: value, Lease: lease,
 		}})
+		tw.w.subs = append(tw.w.subs, sub.Sub)
 	}
 	tw.changes++
 	return tw.rev, nil
@@ -230,7 +253,7 @@ func (tw *TxnWrite) DeleteRange(ctx context.Context, key, end []byte) (int64, in
 }
 
 func (tw *TxnWrite) delete(key []byte, lease int64) error {
-	sub := Revision{Main: tw.rev, Sub: tw.changes}
+	sub := tw.nextRev()
 	b := tw.w.b
 	tw.w.buf = appendDataKey(tw.w.buf[:0], key, sub)
 	if err := b.Set(tw.w.buf, appendValue(nil, version{tombstone: true}), nil); err != nil {
@@ -249,6 +272,7 @@ func (tw *TxnWrite) delete(key []byte, lease int64) error {
 	tw.w.setLatest(key, latestVersion{})
 	if tw.w.capture {
 		tw.w.events = append(tw.w.events, &mvccpb.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: key, ModRevision: tw.rev}})
+		tw.w.subs = append(tw.w.subs, sub.Sub)
 	}
 	tw.changes++
 	return nil

@@ -68,10 +68,6 @@ func toGRPCError(clientCtx context.Context, err error) error {
 	if cerr := clientCtx.Err(); cerr != nil {
 		return status.FromContextError(cerr).Err()
 	}
-	var cross *txncoord.CrossShardError
-	if errors.As(err, &cross) {
-		return status.Error(codes.Unimplemented, cross.Error())
-	}
 	for _, e := range errorTable {
 		if errors.Is(err, e.err) {
 			return e.grpc

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/proto/basaltpb"
 	"github.com/basaltdb/basalt/txncoord"
@@ -89,4 +90,23 @@ func (i *internalServer) Resolve(ctx context.Context, r *basaltpb.ResolveRequest
 		return nil, txncoord.ToRemote(err)
 	}
 	return &basaltpb.ResolveResponse{}, nil
+}
+
+// TxnStep runs a step of a transaction across shards at this node's
+// replica of the shard, its leader.
+func (i *internalServer) TxnStep(ctx context.Context, r *basaltpb.TxnStepRequest) (*basaltpb.TxnStepResponse, error) {
+	cmd := &basaltpb.DataCommand{}
+	if err := proto.Unmarshal(r.Command, cmd); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "basalt: undecodable transaction step: %v", err)
+	}
+	switch cmd.Command.(type) {
+	case *basaltpb.DataCommand_Lock, *basaltpb.DataCommand_Commit, *basaltpb.DataCommand_Abort, *basaltpb.DataCommand_Forget:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "basalt: %T is not a transaction step", cmd.Command)
+	}
+	res, err := i.s.coord.TxnStepHere(ctx, r.ShardId, cmd)
+	if err != nil {
+		return nil, txncoord.ToRemote(err)
+	}
+	return &basaltpb.TxnStepResponse{Result: res}, nil
 }

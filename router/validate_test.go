@@ -128,10 +128,6 @@ func TestErrorTable(t *testing.T) {
 			t.Errorf("%v → %v %q, want %v %q", c.err, got.Code(), got.Message(), want.Code(), want.Message())
 		}
 	}
-	cross := status.Convert(toGRPCError(ctx, &txncoord.CrossShardError{Shards: []uint64{2, 3}}))
-	if cross.Code() != codes.Unimplemented {
-		t.Errorf("cross-shard: %v", cross)
-	}
 	if unknown := status.Convert(toGRPCError(ctx, errors.New("boom"))); unknown.Code() != codes.Unknown || unknown.Message() != "boom" {
 		t.Errorf("an unmapped error: %v, want Unknown as etcd answers", unknown)
 	}

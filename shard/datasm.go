@@ -40,7 +40,13 @@ type DataStateMachine struct {
 	// every write of the shard at or below it is applied here.
 	resolvedMu sync.Mutex
 	resolved   int64
-	resolvedc  chan struct{} // closed when resolved grows
+	resolvedc  chan struct{} // closed when resolved grows or the lock changes
+
+	// lock is the lock of a transaction across shards the shard holds here
+	// (nil: none), decoded; lockSince is when this replica saw it (Unix
+	// nanoseconds), from which its TTL runs.
+	lock      atomic.Pointer[basaltpb.LockCommand]
+	lockSince atomic.Int64
 }
 
 // Split describes a shard created by a split, as its parent applied it.
@@ -64,6 +70,8 @@ func (s *DataStateMachine) OnSplit(f func(Split)) { s.onSplit.Store(&f) }
 // writes are committed to the store.
 type ResultSink interface {
 	Applied(rev int64, resp *pb.TxnResponse, err error)
+	// LockChanged tells that the shard took or dropped a lock.
+	LockChanged()
 	// Proposed returns the transaction the sink proposed at rev, if it did:
 	// the same transaction the entry holds, already decoded.
 	Proposed(rev int64) *pb.TxnRequest
@@ -102,6 +110,9 @@ func (s *DataStateMachine) Open(<-chan struct{}) (uint64, error) {
 	}
 	s.sh = sh
 	s.resolved = max(sh.Rev(), sh.CompactRev())
+	if err := s.loadLock(); err != nil {
+		return 0, err
+	}
 	close(s.opened)
 	return sh.AppliedIndex(), nil
 }
@@ -138,15 +149,24 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := w.Commit(entries[len(entries)-1].Index); err != nil {
 		return nil, err
 	}
+	if w.LockChanged() {
+		if err := s.loadLock(); err != nil {
+			return nil, err
+		}
+		s.notify()
+	}
 	// Every write of this shard at or below its revision is applied:
 	// batches apply in revision order.
 	s.advanceResolved(max(w.Rev(), resolved))
 	if observed {
-		s.publish(w.Events(), max(w.Rev(), resolved))
+		s.publish(w.Events(), w.EventSubs(), max(w.Rev(), resolved))
 	}
 	if ref := s.sink.Load(); ref != nil {
 		for _, o := range outcomes {
 			ref.Applied(o.rev, o.resp, o.err)
+		}
+		if w.LockChanged() {
+			ref.LockChanged()
 		}
 	}
 	if len(splits) > 0 {
@@ -176,8 +196,21 @@ func (s *DataStateMachine) apply(w *mvcc.Writer, cmd []byte, outcomes *[]outcome
 		*resolved = max(*resolved, r.Revision)
 		return nil, nil
 	}
-	if sp := other.GetSplit(); sp != nil {
-		return s.applySplit(w, sp, splits)
+	switch c := other.Command.(type) {
+	case *basaltpb.DataCommand_Split:
+		if w.Lock() != nil {
+			// Proposed by a deposed leader: a locked shard does not split.
+			return proto.Marshal(&basaltpb.MetaResult{Error: basaltpb.ErrorCode_LOCKED})
+		}
+		return s.applySplit(w, c.Split, splits)
+	case *basaltpb.DataCommand_Lock:
+		return s.applyLock(w, c.Lock)
+	case *basaltpb.DataCommand_Commit:
+		return s.applyCommit(w, c.Commit)
+	case *basaltpb.DataCommand_Abort:
+		return s.applyAbort(w, c.Abort)
+	case *basaltpb.DataCommand_Forget:
+		return s.applyForget(w, c.Forget)
 	}
 	compact := other.GetCompact()
 	if compact == nil {
@@ -203,6 +236,14 @@ func (s *DataStateMachine) advanceResolved(rev int64) {
 		close(s.resolvedc)
 		s.resolvedc = make(chan struct{})
 	}
+}
+
+// notify wakes the waiters of waitResolved and waitUnlocked.
+func (s *DataStateMachine) notify() {
+	s.resolvedMu.Lock()
+	defer s.resolvedMu.Unlock()
+	close(s.resolvedc)
+	s.resolvedc = make(chan struct{})
 }
 
 // waitResolved returns once this replica has applied every write of the
@@ -265,9 +306,10 @@ func childReplicas(sp *basaltpb.SplitCommand) map[uint64]string {
 // not into the entry's result: only the proposer wants it, and it is on
 // this node.
 func (s *DataStateMachine) applyWrite(w *mvcc.Writer, rev int64, data []byte, outcomes *[]outcome) error {
-	if rev <= w.Rev() {
+	if rev <= w.Rev() || w.Lock() != nil {
 		// Proposed by a deposed leader: its revision is not above what this
-		// shard has applied.
+		// shard has applied, or the shard is locked by a transaction across
+		// shards, which applies no other write.
 		*outcomes = append(*outcomes, outcome{rev: rev, err: ErrStaleRevision})
 		return nil
 	}
@@ -323,6 +365,10 @@ func (s *DataStateMachine) RecoverFromSnapshot(r io.Reader, _ <-chan struct{}) e
 	if err := s.sh.RecoverSnapshot(r); err != nil {
 		return err
 	}
+	if err := s.loadLock(); err != nil {
+		return err
+	}
+	s.notify()
 	s.advanceResolved(max(s.sh.Rev(), s.sh.CompactRev()))
 	return nil
 }
@@ -372,6 +418,10 @@ func codeError(code basaltpb.ErrorCode) error {
 		return ErrMemberNotFound
 	case basaltpb.ErrorCode_WRONG_SHARD:
 		return ErrWrongShard
+	case basaltpb.ErrorCode_LOCKED:
+		return ErrLocked
+	case basaltpb.ErrorCode_TXN_ABORTED:
+		return ErrTxnAborted
 	}
 	return fmt.Errorf("shard: unknown result code %v", code)
 }

@@ -57,6 +57,7 @@ func (r *recordingSink) Applied(rev int64, resp *pb.TxnResponse, err error) {
 }
 
 func (r *recordingSink) Proposed(int64) *pb.TxnRequest { return nil }
+func (r *recordingSink) LockChanged()                  {}
 
 // TestApplyIsDeterministic applies the same log to two replicas: the
 // results and the stored history (HashKV) are identical, and a write whose

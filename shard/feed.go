@@ -16,7 +16,11 @@ import (
 // together), and the shard's resolved revision after them: every write of
 // the shard at or below Resolved is in this item or an earlier one.
 type FeedItem struct {
-	Events   []*mvccpb.Event
+	Events []*mvccpb.Event
+	// Subs are the events' sub revisions: a transaction across shards
+	// numbers its changes across them, and a watch merging shards orders a
+	// revision's events by them.
+	Subs     []int64
 	Resolved int64
 }
 
@@ -40,9 +44,9 @@ func (s *DataStateMachine) SetObserver(o Observer) {
 }
 
 // publish sends a committed batch's events to the observer.
-func (s *DataStateMachine) publish(events []*mvccpb.Event, resolved int64) {
+func (s *DataStateMachine) publish(events []*mvccpb.Event, subs []int64, resolved int64) {
 	if ref := s.observer.Load(); ref != nil {
-		ref.Observe(FeedItem{Events: events, Resolved: resolved})
+		ref.Observe(FeedItem{Events: events, Subs: subs, Resolved: resolved})
 	}
 }
 
@@ -89,6 +93,7 @@ func (r *Replica) resolve() {
 		if !r.IsLeader() {
 			continue
 		}
+		r.resolveExpiredLock()
 		if err := r.resolveOnce(&proposed); err != nil && r.lg != nil {
 			r.lg.Debug("resolve", zap.Uint64("shard-id", r.shardID), zap.Error(err))
 		}
@@ -106,7 +111,7 @@ func (r *Replica) resolveOnce(proposed *int64) error {
 		return err
 	}
 	if rev <= r.sm.Shard().Rev() || rev <= *proposed {
-		r.sm.publish(nil, rev)
+		r.sm.publish(nil, nil, rev)
 		return nil
 	}
 	cmd, err := proto.Marshal(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Resolved{Resolved: &basaltpb.ResolvedCommand{Revision: rev}}})

@@ -34,6 +34,9 @@ type Replica struct {
 	barrier *combine.Combiner[*barrierWaiter]
 	remote  atomic.Pointer[RemoteResolver]
 
+	lockResolver  atomic.Pointer[LockResolver]
+	resolvingLock atomic.Bool // a resolution of an expired lock runs
+
 	tso      RevisionAllocator
 	resolvec chan struct{}
 	stopc    chan struct{}
@@ -56,7 +59,7 @@ func NewReplica(ctx context.Context, nh *dragonboat.NodeHost, sm *DataStateMachi
 	r := &Replica{shardID: sm.shardID, replicaID: sm.replicaID, nh: nh, sm: sm, lg: lg, tso: tso,
 		resolvec: make(chan struct{}, 1), stopc: make(chan struct{})}
 	r.barrier = combine.New(r.serveBarrier)
-	r.seq = NewSequencer(cfg, sm.shardID, user, nh.GetNoOPSession(sm.shardID), sm.Shard(), tso, leases, lg)
+	r.seq = NewSequencer(cfg, sm.shardID, user, nh.GetNoOPSession(sm.shardID), sm.Shard(), tso, leases, sm.PendingLock, lg)
 	sm.SetSink(r.seq)
 	r.startResolver()
 	return r, nil
@@ -166,6 +169,11 @@ func (r *Replica) ResolveAsLeader(ctx context.Context, rev int64) error {
 		return err
 	}
 	if err := r.readIndex(ctx); err != nil {
+		return err
+	}
+	// A lock the previous leader took may have been applied here only now:
+	// its transaction may commit at or below rev.
+	if err := r.sm.waitUnlocked(ctx, rev); err != nil {
 		return err
 	}
 	if l, t := r.Leader(); l != leader || t != term {

@@ -90,8 +90,13 @@ type Sequencer struct {
 	tso      RevisionAllocator
 	leases   mvcc.LeaseChecker
 	lg       *zap.Logger
+	// lock returns the lock of a transaction across shards that the shard
+	// holds as applied here (nil: none). While it holds one, or one is
+	// being proposed, the sequencer proposes no write: the shard is frozen.
+	lock func() *basaltpb.LockCommand
 
 	reqc      chan *writeReq
+	lockc     chan *lockReq
 	splitc    chan *splitReq
 	kickc     chan struct{}
 	completec chan *inflightBatch
@@ -105,6 +110,10 @@ type Sequencer struct {
 	changed    chan struct{} // closed and replaced when inflight or allocating change
 	waiting    []*writeReq   // deferred until what they read is applied
 	stopped    bool
+	// locking is the lock being proposed (nil: none); locks waits for the
+	// shard's lock to go, in arrival order (run goroutine only).
+	locking *basaltpb.LockCommand
+	locks   []*lockReq
 
 	// pending maps the revision of every proposed write to its request,
 	// until apply reports its outcome (Applied).
@@ -135,12 +144,13 @@ type inflightBatch struct {
 }
 
 // NewSequencer starts the sequencer of one shard.
-func NewSequencer(cfg SequencerConfig, shardID uint64, proposer Proposer, session *client.Session, sh *mvcc.Shard, tso RevisionAllocator, leases mvcc.LeaseChecker, lg *zap.Logger) *Sequencer {
+func NewSequencer(cfg SequencerConfig, shardID uint64, proposer Proposer, session *client.Session, sh *mvcc.Shard, tso RevisionAllocator, leases mvcc.LeaseChecker, lock func() *basaltpb.LockCommand, lg *zap.Logger) *Sequencer {
 	cfg.setDefaults()
 	s := &Sequencer{
-		cfg: cfg, shardID: shardID, proposer: proposer, session: session, sh: sh, tso: tso, leases: leases,
+		cfg: cfg, shardID: shardID, proposer: proposer, session: session, sh: sh, tso: tso, leases: leases, lock: lock,
 		lg:        lg.With(zap.Uint64("shard-id", shardID)),
 		reqc:      make(chan *writeReq, cfg.QueueSize),
+		lockc:     make(chan *lockReq),
 		splitc:    make(chan *splitReq),
 		kickc:     make(chan struct{}, 1),
 		completec: make(chan *inflightBatch, cfg.MaxInflight),
@@ -189,6 +199,10 @@ func (s *Sequencer) Stop() {
 	for _, r := range pending {
 		r.done <- writeResult{err: ErrStopped}
 	}
+	for _, l := range s.locks {
+		l.done <- lockResult{err: ErrStopped}
+	}
+	s.locks = nil
 }
 
 // Write sequences a write transaction and returns its response once it is
@@ -241,12 +255,14 @@ func (s *Sequencer) submit(r *writeReq) (*pb.TxnResponse, error) {
 }
 
 // WaitResolved returns once every write of the shard at or below rev is
-// applied (or failed), and no allocation is under way that could return
-// such a revision.
+// applied (or failed), no allocation is under way that could return such a
+// revision, and no lock of a transaction across shards is held or being
+// taken that could commit at or below rev.
 func (s *Sequencer) WaitResolved(ctx context.Context, rev int64) error {
 	for {
 		s.mu.Lock()
-		blocked := s.allocating || (len(s.inflight) > 0 && s.inflight[0].first <= rev)
+		blocked := s.allocating || (len(s.inflight) > 0 && s.inflight[0].first <= rev) ||
+			lockBlocks(s.lock(), rev) || lockBlocks(s.locking, rev)
 		changed, stopped := s.changed, s.stopped
 		s.mu.Unlock()
 		if !blocked {
@@ -265,11 +281,25 @@ func (s *Sequencer) WaitResolved(ctx context.Context, rev int64) error {
 	}
 }
 
-// Idle reports whether no batch is being allocated or waits for apply.
+// Idle reports whether no batch is being allocated or waits for apply, and
+// the shard is not frozen by a lock.
 func (s *Sequencer) Idle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.allocating && len(s.inflight) == 0
+	return !s.allocating && len(s.inflight) == 0 && !s.frozenLocked()
+}
+
+// frozenLocked reports whether the shard holds a lock or one is being
+// proposed: then no write is proposed.
+func (s *Sequencer) frozenLocked() bool { return s.locking != nil || s.lock() != nil }
+
+// LockChanged wakes the sequencer after the shard took or dropped a lock:
+// waiting writes and locks may go, and readers look again.
+func (s *Sequencer) LockChanged() {
+	s.mu.Lock()
+	s.broadcastLocked()
+	s.mu.Unlock()
+	s.kick()
 }
 
 // broadcastLocked wakes WaitResolved callers.
@@ -300,8 +330,11 @@ func (s *Sequencer) run() {
 		case <-s.kickc:
 		case r := <-s.splitc:
 			r.done <- s.split(r)
+		case l := <-s.lockc:
+			s.locks = append(s.locks, l)
 		}
 		s.sequence(incoming)
+		s.proposeLocks()
 	}
 }
 
@@ -359,6 +392,12 @@ func (s *Sequencer) split(r *splitReq) error {
 // and proposes those that write.
 func (s *Sequencer) sequence(incoming []*writeReq) {
 	s.mu.Lock()
+	if s.frozenLocked() {
+		// Proposed after the lock's transaction commits or aborts.
+		s.waiting = append(s.waiting, incoming...)
+		s.mu.Unlock()
+		return
+	}
 	candidates := append(s.waiting, incoming...)
 	s.waiting = nil
 	s.mu.Unlock()
@@ -704,6 +743,93 @@ func batchError(res dragonboat.RequestResult) error {
 // applied, so that sending it again cannot apply it twice.
 func IsRetryable(err error) bool {
 	return errors.Is(err, ErrStaleRevision) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrBusy) || errors.Is(err, ErrWrongShard) ||
+		errors.Is(err, ErrLocked) || errors.Is(err, ErrTxnAborted) ||
 		errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) ||
 		errors.Is(err, dragonboat.ErrShardNotFound)
+}
+
+// lockReq asks the sequencer to lock the shard for a transaction across
+// shards.
+type lockReq struct {
+	ctx  context.Context
+	lock *basaltpb.LockCommand
+	cmd  []byte // the encoded DataCommand
+	done chan lockResult
+}
+
+type lockResult struct {
+	res *basaltpb.TxnResult
+	err error
+}
+
+// Lock proposes a transaction's lock after every batch proposed before it,
+// once the shard holds no other lock (locks are taken in arrival order).
+func (s *Sequencer) Lock(ctx context.Context, l *basaltpb.LockCommand, cmd []byte) (*basaltpb.TxnResult, error) {
+	r := &lockReq{ctx: ctx, lock: l, cmd: cmd, done: make(chan lockResult, 1)}
+	select {
+	case s.lockc <- r:
+	case <-s.stopc:
+		return nil, ErrStopped
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.res, res.err
+	case <-ctx.Done():
+		// The lock may still be taken: its TTL resolves it.
+		return nil, ctx.Err()
+	}
+}
+
+// proposeLocks proposes the waiting locks while the shard holds none,
+// each after the batches proposed before it, and waits for its apply.
+func (s *Sequencer) proposeLocks() {
+	for len(s.locks) > 0 {
+		s.mu.Lock()
+		if s.frozenLocked() {
+			s.mu.Unlock()
+			return
+		}
+		r := s.locks[0]
+		s.locks = s.locks[1:]
+		if r.ctx.Err() != nil {
+			s.mu.Unlock()
+			r.done <- lockResult{err: r.ctx.Err()}
+			continue
+		}
+		s.locking = r.lock
+		s.broadcastLocked()
+		s.mu.Unlock()
+
+		res, err := s.proposeLock(r)
+
+		s.mu.Lock()
+		s.locking = nil
+		s.broadcastLocked()
+		s.mu.Unlock()
+		r.done <- lockResult{res: res, err: err}
+	}
+}
+
+func (s *Sequencer) proposeLock(r *lockReq) (*basaltpb.TxnResult, error) {
+	rs, err := s.proposer.Propose(s.session, r.cmd, min(timeoutOf(r.ctx), s.cfg.ProposalTimeout))
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Release()
+	var res dragonboat.RequestResult
+	select {
+	case res = <-rs.AppliedC():
+	case <-s.stopc:
+		return nil, ErrStopped
+	}
+	if err := batchError(res); err != nil {
+		return nil, err
+	}
+	out := &basaltpb.TxnResult{}
+	if err := proto.Unmarshal(res.GetResult().Data, out); err != nil {
+		return nil, fmt.Errorf("shard: undecodable lock result: %w", err)
+	}
+	return out, nil
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -30,20 +28,7 @@ type Shards interface {
 // Revisions is the TSO as the coordinator uses it.
 type Revisions interface {
 	Current(ctx context.Context) (int64, error)
-}
-
-// CrossShardError is returned for a request whose keys fall in more than one
-// shard, which needs a cross-shard transaction.
-type CrossShardError struct {
-	Shards []uint64
-}
-
-func (e *CrossShardError) Error() string {
-	ids := make([]string, len(e.Shards))
-	for i, id := range e.Shards {
-		ids[i] = fmt.Sprint(id)
-	}
-	return "basalt: transactions across shards are not supported yet (shards " + strings.Join(ids, ", ") + ")"
+	Allocate(ctx context.Context, n int) (int64, error)
 }
 
 // Coordinator runs etcd's KV operations over the shards: it routes each
@@ -58,12 +43,18 @@ type Coordinator struct {
 	leases mvcc.LeaseChecker
 	peers  Peers
 	lg     *zap.Logger
+	// lockTTL is the TTL of the locks of transactions across shards.
+	lockTTL time.Duration
 }
 
 // NewCoordinator returns a coordinator.
 func NewCoordinator(tso Revisions, cache *RangeCache, shards Shards, meta MetaGroup, leases mvcc.LeaseChecker, lg *zap.Logger) *Coordinator {
-	return &Coordinator{tso: tso, cache: cache, shards: shards, meta: meta, leases: leases, lg: lg}
+	return &Coordinator{tso: tso, cache: cache, shards: shards, meta: meta, leases: leases, lg: lg, lockTTL: DefaultLockTTL}
 }
+
+// SetLockTTL sets the TTL of the locks of transactions across shards that
+// this coordinator runs. Call it before serving.
+func (c *Coordinator) SetLockTTL(d time.Duration) { c.lockTTL = d }
 
 // SetPeers lets the coordinator reach other members (to revoke a lease's
 // keys at their shard's leader). Call it before serving.
@@ -232,9 +223,9 @@ func shardsOf(reps []*shard.Replica) []*mvcc.Shard {
 	return out
 }
 
-// Txn runs a transaction on the shard that owns its keys. A transaction
-// that only reads may span shards; one that writes may not yet
-// (CrossShardError).
+// Txn runs a transaction on the shard that owns its keys, or, when they
+// fall in several shards, as a transaction across shards (txnAcross). A
+// transaction that only reads is a read of the shards at one revision.
 func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	spans := txnSpans(r, nil)
 	if IsTxnReadonly(r) {
@@ -246,6 +237,14 @@ func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnRespons
 	var resp *pb.TxnResponse
 	err := c.retry(ctx, func() error {
 		rep, err := c.replicaFor(spans)
+		if errors.Is(err, errAcrossShards) {
+			parts, err := c.partsOf(spans)
+			if err != nil {
+				return err
+			}
+			resp, err = c.txnAcross(ctx, r, parts)
+			return err
+		}
 		if err != nil {
 			return err
 		}
@@ -421,34 +420,68 @@ func (c *Coordinator) HashKV(ctx context.Context, rev int64) (mvcc.KeyValueHash,
 }
 
 // RevokeLeaseKeys deletes every key attached to a lease, with DELETE
-// events, shard by shard at each shard's leader (through the Internal
-// service when that is another member): one revision per shard that holds
-// keys of the lease (one for all comes with cross-shard transactions). The
-// lease must already be gone from the meta group.
+// events, at one revision. Keys in one shard are deleted at its leader
+// (through the Internal service when that is another member); keys in
+// several shards by a transaction across them that deletes each key still
+// attached to the lease. The lease must already be gone from the meta
+// group.
 func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
 	reps, err := c.allReplicasWait(ctx)
 	if err != nil {
 		return err
 	}
+	var (
+		holding []*shard.Replica
+		keys    [][]byte
+	)
 	for _, rep := range reps {
-		err := Retry(ctx, func() error {
-			err := c.RevokeLeaseKeysHere(ctx, lease, rep.ShardID())
-			leader := shard.LeaderElsewhere(err)
-			if leader == 0 || c.peers == nil {
-				return err
-			}
-			peer, err := c.peers.Internal(leader)
-			if err != nil {
-				return err
-			}
-			_, err = peer.RevokeLeaseKeys(ctx, &basaltpb.RevokeLeaseKeysRequest{Lease: lease, ShardId: rep.ShardID()})
-			return FromRemote(err)
-		})
+		if err := rep.Sync(ctx); err != nil {
+			return err
+		}
+		k, err := rep.Shard().LeaseKeys(lease)
 		if err != nil {
 			return err
 		}
+		if len(k) > 0 {
+			holding = append(holding, rep)
+			keys = append(keys, k...)
+		}
 	}
-	return nil
+	switch len(holding) {
+	case 0:
+		return nil
+	case 1:
+		return c.revokeLeaseKeysAt(ctx, lease, holding[0].ShardID())
+	}
+	// Each key in key order (etcd's order of the DELETE events), deleted
+	// if it still has the lease.
+	txn := &pb.TxnRequest{Success: make([]*pb.RequestOp, len(keys))}
+	for i, k := range keys {
+		txn.Success[i] = &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: &pb.TxnRequest{
+			Compare: []*pb.Compare{{Key: k, Target: pb.Compare_LEASE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Lease{Lease: lease}}},
+			Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: k}}}},
+		}}}
+	}
+	_, err = c.Txn(ctx, txn)
+	return err
+}
+
+// revokeLeaseKeysAt deletes the keys of one shard attached to a lease at
+// the shard's leader.
+func (c *Coordinator) revokeLeaseKeysAt(ctx context.Context, lease int64, shardID uint64) error {
+	return Retry(ctx, func() error {
+		err := c.RevokeLeaseKeysHere(ctx, lease, shardID)
+		leader := shard.LeaderElsewhere(err)
+		if leader == 0 || c.peers == nil {
+			return err
+		}
+		peer, err := c.peers.Internal(leader)
+		if err != nil {
+			return err
+		}
+		_, err = peer.RevokeLeaseKeys(ctx, &basaltpb.RevokeLeaseKeysRequest{Lease: lease, ShardId: shardID})
+		return FromRemote(err)
+	})
 }
 
 // RevokeLeaseKeysHere deletes the keys of one shard attached to a lease, at
@@ -611,9 +644,11 @@ func (c *Coordinator) replicaFor(spans []keySpan) (*shard.Replica, error) {
 	case 1:
 		return c.shards.Replica(ids[0])
 	}
-	slices.Sort(ids)
-	return nil, &CrossShardError{Shards: ids}
+	return nil, errAcrossShards
 }
+
+// errAcrossShards tells that a request's keys fall in several shards.
+var errAcrossShards = errors.New("txncoord: keys in several shards")
 
 // IsTxnReadonly reports whether every operation of r's branches is a range:
 // such a transaction is a read and never needs a revision.

@@ -44,10 +44,3 @@ func TestRangeCacheRoutesKeys(t *testing.T) {
 		}
 	}
 }
-
-func TestCrossShardErrorNamesShards(t *testing.T) {
-	err := &CrossShardError{Shards: []uint64{2, 5}}
-	if got := err.Error(); got != "basalt: transactions across shards are not supported yet (shards 2, 5)" {
-		t.Fatal(got)
-	}
-}

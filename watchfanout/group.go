@@ -72,7 +72,7 @@ type group struct {
 
 	mu        sync.Mutex
 	sources   []*source
-	pending   map[int64][]*mvccpb.Event // fed, not yet resolved on every shard
+	pending   map[int64][]pendingEvent // fed, not yet resolved on every shard
 	resolved  int64
 	resolvedc chan struct{} // closed when resolved advances
 	synced    index
@@ -102,7 +102,7 @@ func newGroup(lg *zap.Logger) *group {
 		feed:      make(chan sourceItem, feedLen),
 		kickc:     make(chan struct{}, 1),
 		stopc:     make(chan struct{}),
-		pending:   make(map[int64][]*mvccpb.Event),
+		pending:   make(map[int64][]pendingEvent),
 		resolvedc: make(chan struct{}),
 		synced:    newIndex(),
 		unsynced:  make(map[*watcher]struct{}),
@@ -183,9 +183,13 @@ func (g *group) dispatch(si sourceItem) {
 			s.resolved = max(s.resolved, s.src.Shard().Rev())
 		}
 	}
-	for _, ev := range si.item.Events {
+	for i, ev := range si.item.Events {
 		rev := ev.Kv.ModRevision
-		g.pending[rev] = append(g.pending[rev], ev)
+		pe := pendingEvent{ev: ev}
+		if i < len(si.item.Subs) {
+			pe.sub = si.item.Subs[i]
+		}
+		g.pending[rev] = append(g.pending[rev], pe)
 	}
 	si.s.resolved = max(si.s.resolved, si.item.Resolved)
 	g.releaseLocked()
@@ -223,7 +227,7 @@ func (g *group) releaseLocked() {
 	}
 	slices.Sort(revs)
 	for _, rev := range revs {
-		g.notifyLocked(rev, g.pending[rev])
+		g.notifyLocked(rev, inSubOrder(g.pending[rev]))
 		delete(g.pending, rev)
 	}
 	g.advanceLocked(upTo)
@@ -430,23 +434,11 @@ func (g *group) compactRevLocked() int64 {
 // revision order (Shard.Changes). more is the first revision left out, 0
 // when none was.
 func (g *group) changesLocked(from, to int64) (evs []*mvccpb.Event, more int64, err error) {
-	for _, s := range g.sources {
-		part, m, err := s.src.Shard().Changes(context.Background(), from, to, maxRevsPerSync)
-		if err != nil {
-			return nil, 0, err
-		}
-		if m != 0 && (more == 0 || m < more) {
-			more = m
-		}
-		evs = append(evs, part...)
+	shards := make([]*mvcc.Shard, len(g.sources))
+	for i, s := range g.sources {
+		shards[i] = s.src.Shard()
 	}
-	if more != 0 {
-		evs = slices.DeleteFunc(evs, func(ev *mvccpb.Event) bool { return ev.Kv.ModRevision >= more })
-	}
-	if len(g.sources) > 1 {
-		slices.SortStableFunc(evs, func(a, b *mvccpb.Event) int { return cmp.Compare(a.Kv.ModRevision, b.Kv.ModRevision) })
-	}
-	return evs, more, nil
+	return mvcc.ChangesIn(context.Background(), shards, from, to, maxRevsPerSync)
 }
 
 // prevKV returns key's value just before rev, from the shard that holds
@@ -581,4 +573,22 @@ func containsKey(start, end, key []byte) bool {
 		return bytes.Equal(key, start)
 	}
 	return bytes.Compare(key, start) >= 0 && (len(end) == 0 || bytes.Compare(key, end) < 0)
+}
+
+// pendingEvent is an event waiting for every shard to resolve its
+// revision, with its sub revision.
+type pendingEvent struct {
+	sub int64
+	ev  *mvccpb.Event
+}
+
+// inSubOrder returns a revision's events in sub revision order: the
+// order of the transaction's operations, also when shards fed them apart.
+func inSubOrder(pes []pendingEvent) []*mvccpb.Event {
+	slices.SortStableFunc(pes, func(a, b pendingEvent) int { return cmp.Compare(a.sub, b.sub) })
+	evs := make([]*mvccpb.Event, len(pes))
+	for i, pe := range pes {
+		evs[i] = pe.ev
+	}
+	return evs
 }

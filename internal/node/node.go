@@ -66,6 +66,10 @@ type Config struct {
 	// ShardSplitCheckInterval is how often shard sizes are checked
 	// (default 10 s).
 	ShardSplitCheckInterval time.Duration
+	// LockTTL is how long a transaction across shards that this node
+	// coordinates may hold its locks before the shards resolve them
+	// (default txncoord.DefaultLockTTL).
+	LockTTL time.Duration
 	// GossipAddr is where this node's memberlist gossip listens (TCP and
 	// UDP; default: the peer URL's host, port + 1).
 	GossipAddr string
@@ -248,9 +252,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.coord = txncoord.NewCoordinator(n.tsoClient, txncoord.NewRangeCacheFrom(n.host.Meta()), n.host, n.host.MetaGroup(), n.host.Meta(), cfg.Logger)
 	n.coord.SetPeers(n.peers)
+	if cfg.LockTTL > 0 {
+		n.coord.SetLockTTL(cfg.LockTTL)
+	}
 	n.hub = watchfanout.NewHub(nil, n.coord.CurrentRevision, cfg.Logger)
 	serve := func(r *shard.Replica) {
 		r.SetRemoteResolver(n.coord.ResolveRemote)
+		r.SetLockResolver(n.coord.ResolveLock)
 		n.hub.AddSource(r)
 	}
 	for _, r := range n.host.WatchReplicas(serve) {

@@ -70,6 +70,9 @@ func WithShardSplitSize(size int64, interval time.Duration) Option {
 	return func(c *node.Config) { c.ShardSplitSize, c.ShardSplitCheckInterval = size, interval }
 }
 
+// WithLockTTL sets the TTL of the locks of transactions across shards.
+func WithLockTTL(d time.Duration) Option { return func(c *node.Config) { c.LockTTL = d } }
+
 // Start starts a new cluster of size nodes, all at once as a new etcd
 // cluster starts; the test's cleanup stops them.
 func Start(t testing.TB, size int, opts ...Option) *Cluster {

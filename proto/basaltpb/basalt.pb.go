@@ -47,21 +47,27 @@ const (
 	// A key is outside the shard's span: the shard split, or the sender's
 	// descriptors are stale.
 	ErrorCode_WRONG_SHARD ErrorCode = 9
+	// The shard holds the lock of another transaction across shards.
+	ErrorCode_LOCKED ErrorCode = 10
+	// The transaction across shards was aborted (its lock is gone).
+	ErrorCode_TXN_ABORTED ErrorCode = 11
 )
 
 // Enum value maps for ErrorCode.
 var (
 	ErrorCode_name = map[int32]string{
-		0: "OK",
-		1: "STALE_REVISION",
-		2: "KEY_NOT_FOUND",
-		3: "LEASE_NOT_FOUND",
-		4: "FUTURE_REVISION",
-		5: "COMPACTED",
-		6: "NO_WRITE",
-		7: "LEASE_EXISTS",
-		8: "MEMBER_NOT_FOUND",
-		9: "WRONG_SHARD",
+		0:  "OK",
+		1:  "STALE_REVISION",
+		2:  "KEY_NOT_FOUND",
+		3:  "LEASE_NOT_FOUND",
+		4:  "FUTURE_REVISION",
+		5:  "COMPACTED",
+		6:  "NO_WRITE",
+		7:  "LEASE_EXISTS",
+		8:  "MEMBER_NOT_FOUND",
+		9:  "WRONG_SHARD",
+		10: "LOCKED",
+		11: "TXN_ABORTED",
 	}
 	ErrorCode_value = map[string]int32{
 		"OK":               0,
@@ -74,6 +80,8 @@ var (
 		"LEASE_EXISTS":     7,
 		"MEMBER_NOT_FOUND": 8,
 		"WRONG_SHARD":      9,
+		"LOCKED":           10,
+		"TXN_ABORTED":      11,
 	}
 )
 
@@ -113,6 +121,10 @@ type DataCommand struct {
 	//	*DataCommand_Compact
 	//	*DataCommand_Resolved
 	//	*DataCommand_Split
+	//	*DataCommand_Lock
+	//	*DataCommand_Commit
+	//	*DataCommand_Abort
+	//	*DataCommand_Forget
 	Command       isDataCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -191,6 +203,42 @@ func (x *DataCommand) GetSplit() *SplitCommand {
 	return nil
 }
 
+func (x *DataCommand) GetLock() *LockCommand {
+	if x != nil {
+		if x, ok := x.Command.(*DataCommand_Lock); ok {
+			return x.Lock
+		}
+	}
+	return nil
+}
+
+func (x *DataCommand) GetCommit() *CommitCommand {
+	if x != nil {
+		if x, ok := x.Command.(*DataCommand_Commit); ok {
+			return x.Commit
+		}
+	}
+	return nil
+}
+
+func (x *DataCommand) GetAbort() *AbortCommand {
+	if x != nil {
+		if x, ok := x.Command.(*DataCommand_Abort); ok {
+			return x.Abort
+		}
+	}
+	return nil
+}
+
+func (x *DataCommand) GetForget() *ForgetCommand {
+	if x != nil {
+		if x, ok := x.Command.(*DataCommand_Forget); ok {
+			return x.Forget
+		}
+	}
+	return nil
+}
+
 type isDataCommand_Command interface {
 	isDataCommand_Command()
 }
@@ -211,6 +259,22 @@ type DataCommand_Split struct {
 	Split *SplitCommand `protobuf:"bytes,4,opt,name=split,proto3,oneof"`
 }
 
+type DataCommand_Lock struct {
+	Lock *LockCommand `protobuf:"bytes,5,opt,name=lock,proto3,oneof"`
+}
+
+type DataCommand_Commit struct {
+	Commit *CommitCommand `protobuf:"bytes,6,opt,name=commit,proto3,oneof"`
+}
+
+type DataCommand_Abort struct {
+	Abort *AbortCommand `protobuf:"bytes,7,opt,name=abort,proto3,oneof"`
+}
+
+type DataCommand_Forget struct {
+	Forget *ForgetCommand `protobuf:"bytes,8,opt,name=forget,proto3,oneof"`
+}
+
 func (*DataCommand_WriteBatch) isDataCommand_Command() {}
 
 func (*DataCommand_Compact) isDataCommand_Command() {}
@@ -218,6 +282,469 @@ func (*DataCommand_Compact) isDataCommand_Command() {}
 func (*DataCommand_Resolved) isDataCommand_Command() {}
 
 func (*DataCommand_Split) isDataCommand_Command() {}
+
+func (*DataCommand_Lock) isDataCommand_Command() {}
+
+func (*DataCommand_Commit) isDataCommand_Command() {}
+
+func (*DataCommand_Abort) isDataCommand_Command() {}
+
+func (*DataCommand_Forget) isDataCommand_Command() {}
+
+// LockCommand is the prewrite of a transaction across shards on one of its
+// shards: until the transaction commits or aborts here, the shard applies
+// no other write (it is frozen at its revision, which stays below the
+// transaction's), and reads above start_revision wait. A shard holds one
+// lock at a time.
+type LockCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	TxnId uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	// The TSO's current revision before the transaction locked anything: its
+	// commit revision will be above it.
+	StartRevision int64 `protobuf:"varint,2,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// The shard whose commit decides the transaction (its commit record
+	// lives there).
+	PrimaryShard uint64 `protobuf:"varint,3,opt,name=primary_shard,json=primaryShard,proto3" json:"primary_shard,omitempty"`
+	// The keys the transaction reads or writes here, as etcd ranges (an empty
+	// end: one key); every one must be inside the shard's span.
+	Spans []*KeyRange `protobuf:"bytes,4,rep,name=spans,proto3" json:"spans,omitempty"`
+	// How long the lock may stay before any leader of the shard resolves it
+	// through the primary (the coordinator may have died).
+	TtlMs         int64 `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockCommand) Reset() {
+	*x = LockCommand{}
+	mi := &file_basalt_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockCommand) ProtoMessage() {}
+
+func (x *LockCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockCommand.ProtoReflect.Descriptor instead.
+func (*LockCommand) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LockCommand) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *LockCommand) GetStartRevision() int64 {
+	if x != nil {
+		return x.StartRevision
+	}
+	return 0
+}
+
+func (x *LockCommand) GetPrimaryShard() uint64 {
+	if x != nil {
+		return x.PrimaryShard
+	}
+	return 0
+}
+
+func (x *LockCommand) GetSpans() []*KeyRange {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
+func (x *LockCommand) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+type KeyRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	End           []byte                 `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyRange) Reset() {
+	*x = KeyRange{}
+	mi := &file_basalt_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyRange) ProtoMessage() {}
+
+func (x *KeyRange) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyRange.ProtoReflect.Descriptor instead.
+func (*KeyRange) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *KeyRange) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *KeyRange) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+// CommitCommand commits a locked transaction on one shard: its writes here
+// at revision. On the primary it carries the other shards' writes too
+// (record), kept until ForgetCommand, so that their locks can be rolled
+// forward without the coordinator. A shard without the lock answers OK:
+// another shard has committed already (the primary sent its commit only
+// after its own), the primary when its record shows the commit; the primary
+// answers TXN_ABORTED when there is no record.
+type CommitCommand struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	TxnId         uint64                  `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Revision      int64                   `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Writes        *ShardWrites            `protobuf:"bytes,3,opt,name=writes,proto3" json:"writes,omitempty"`
+	Record        map[uint64]*ShardWrites `protobuf:"bytes,4,rep,name=record,proto3" json:"record,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Primary       bool                    `protobuf:"varint,5,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitCommand) Reset() {
+	*x = CommitCommand{}
+	mi := &file_basalt_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitCommand) ProtoMessage() {}
+
+func (x *CommitCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitCommand.ProtoReflect.Descriptor instead.
+func (*CommitCommand) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CommitCommand) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *CommitCommand) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *CommitCommand) GetWrites() *ShardWrites {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *CommitCommand) GetRecord() map[uint64]*ShardWrites {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *CommitCommand) GetPrimary() bool {
+	if x != nil {
+		return x.Primary
+	}
+	return false
+}
+
+// ShardWrites is one shard's part of a transaction across shards.
+type ShardWrites struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A marshaled etcdserverpb.TxnRequest of plain puts and single-key
+	// deletes in its success branch, no compares.
+	Txn []byte `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"`
+	// The sub revision of each operation: the transaction's changes are
+	// numbered across its shards, in the order it made them.
+	Subs          []int64 `protobuf:"varint,2,rep,packed,name=subs,proto3" json:"subs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardWrites) Reset() {
+	*x = ShardWrites{}
+	mi := &file_basalt_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardWrites) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardWrites) ProtoMessage() {}
+
+func (x *ShardWrites) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardWrites.ProtoReflect.Descriptor instead.
+func (*ShardWrites) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ShardWrites) GetTxn() []byte {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *ShardWrites) GetSubs() []int64 {
+	if x != nil {
+		return x.Subs
+	}
+	return nil
+}
+
+// AbortCommand rolls a transaction back on one shard: its lock goes, no
+// write is made. On the primary it is the resolution of a transaction whose
+// coordinator may have died: when the primary committed, the answer
+// (TxnResult) is the commit, for the asking shard to roll forward.
+type AbortCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	TxnId uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	// The shard that asks (for the writes to roll forward); 0 for none.
+	ForShard      uint64 `protobuf:"varint,2,opt,name=for_shard,json=forShard,proto3" json:"for_shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortCommand) Reset() {
+	*x = AbortCommand{}
+	mi := &file_basalt_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortCommand) ProtoMessage() {}
+
+func (x *AbortCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortCommand.ProtoReflect.Descriptor instead.
+func (*AbortCommand) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AbortCommand) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *AbortCommand) GetForShard() uint64 {
+	if x != nil {
+		return x.ForShard
+	}
+	return 0
+}
+
+// ForgetCommand drops the primary's commit record once every shard
+// committed.
+type ForgetCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetCommand) Reset() {
+	*x = ForgetCommand{}
+	mi := &file_basalt_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetCommand) ProtoMessage() {}
+
+func (x *ForgetCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetCommand.ProtoReflect.Descriptor instead.
+func (*ForgetCommand) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ForgetCommand) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+// TxnResult answers LockCommand, CommitCommand and AbortCommand.
+type TxnResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Error ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=basalt.ErrorCode" json:"error,omitempty"`
+	// For an AbortCommand that found the transaction committed: its
+	// revision and the asking shard's writes.
+	Committed     bool         `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
+	Revision      int64        `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Writes        *ShardWrites `protobuf:"bytes,4,opt,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnResult) Reset() {
+	*x = TxnResult{}
+	mi := &file_basalt_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnResult) ProtoMessage() {}
+
+func (x *TxnResult) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnResult.ProtoReflect.Descriptor instead.
+func (*TxnResult) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TxnResult) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_OK
+}
+
+func (x *TxnResult) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
+func (x *TxnResult) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *TxnResult) GetWrites() *ShardWrites {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
 
 // SplitCommand splits a data shard at key: the shard keeps [start, key),
 // a new shard child_id takes [key, end) with the same data, revision and
@@ -238,7 +765,7 @@ type SplitCommand struct {
 
 func (x *SplitCommand) Reset() {
 	*x = SplitCommand{}
-	mi := &file_basalt_proto_msgTypes[1]
+	mi := &file_basalt_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -250,7 +777,7 @@ func (x *SplitCommand) String() string {
 func (*SplitCommand) ProtoMessage() {}
 
 func (x *SplitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[1]
+	mi := &file_basalt_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -263,7 +790,7 @@ func (x *SplitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitCommand.ProtoReflect.Descriptor instead.
 func (*SplitCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{1}
+	return file_basalt_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SplitCommand) GetKey() []byte {
@@ -305,7 +832,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_basalt_proto_msgTypes[2]
+	mi := &file_basalt_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +844,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[2]
+	mi := &file_basalt_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +857,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{2}
+	return file_basalt_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WriteBatch) GetWrites() []*Write {
@@ -353,7 +880,7 @@ type Write struct {
 
 func (x *Write) Reset() {
 	*x = Write{}
-	mi := &file_basalt_proto_msgTypes[3]
+	mi := &file_basalt_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +892,7 @@ func (x *Write) String() string {
 func (*Write) ProtoMessage() {}
 
 func (x *Write) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[3]
+	mi := &file_basalt_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +905,7 @@ func (x *Write) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Write.ProtoReflect.Descriptor instead.
 func (*Write) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{3}
+	return file_basalt_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Write) GetRevision() int64 {
@@ -405,7 +932,7 @@ type CompactCommand struct {
 
 func (x *CompactCommand) Reset() {
 	*x = CompactCommand{}
-	mi := &file_basalt_proto_msgTypes[4]
+	mi := &file_basalt_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +944,7 @@ func (x *CompactCommand) String() string {
 func (*CompactCommand) ProtoMessage() {}
 
 func (x *CompactCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[4]
+	mi := &file_basalt_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +957,7 @@ func (x *CompactCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactCommand.ProtoReflect.Descriptor instead.
 func (*CompactCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{4}
+	return file_basalt_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CompactCommand) GetRevision() int64 {
@@ -453,7 +980,7 @@ type ResolvedCommand struct {
 
 func (x *ResolvedCommand) Reset() {
 	*x = ResolvedCommand{}
-	mi := &file_basalt_proto_msgTypes[5]
+	mi := &file_basalt_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +992,7 @@ func (x *ResolvedCommand) String() string {
 func (*ResolvedCommand) ProtoMessage() {}
 
 func (x *ResolvedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[5]
+	mi := &file_basalt_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +1005,7 @@ func (x *ResolvedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolvedCommand.ProtoReflect.Descriptor instead.
 func (*ResolvedCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{5}
+	return file_basalt_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResolvedCommand) GetRevision() int64 {
@@ -498,7 +1025,7 @@ type CompactResult struct {
 
 func (x *CompactResult) Reset() {
 	*x = CompactResult{}
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +1037,7 @@ func (x *CompactResult) String() string {
 func (*CompactResult) ProtoMessage() {}
 
 func (x *CompactResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +1050,7 @@ func (x *CompactResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResult.ProtoReflect.Descriptor instead.
 func (*CompactResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{6}
+	return file_basalt_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CompactResult) GetError() ErrorCode {
@@ -555,7 +1082,7 @@ type MetaCommand struct {
 
 func (x *MetaCommand) Reset() {
 	*x = MetaCommand{}
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +1094,7 @@ func (x *MetaCommand) String() string {
 func (*MetaCommand) ProtoMessage() {}
 
 func (x *MetaCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +1107,7 @@ func (x *MetaCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommand.ProtoReflect.Descriptor instead.
 func (*MetaCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{7}
+	return file_basalt_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MetaCommand) GetCommand() isMetaCommand_Command {
@@ -753,7 +1280,7 @@ type AllocShardID struct {
 
 func (x *AllocShardID) Reset() {
 	*x = AllocShardID{}
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +1292,7 @@ func (x *AllocShardID) String() string {
 func (*AllocShardID) ProtoMessage() {}
 
 func (x *AllocShardID) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +1305,7 @@ func (x *AllocShardID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocShardID.ProtoReflect.Descriptor instead.
 func (*AllocShardID) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{8}
+	return file_basalt_proto_rawDescGZIP(), []int{15}
 }
 
 // RecordSplit records a split that the parent shard has applied: the
@@ -794,7 +1321,7 @@ type RecordSplit struct {
 
 func (x *RecordSplit) Reset() {
 	*x = RecordSplit{}
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +1333,7 @@ func (x *RecordSplit) String() string {
 func (*RecordSplit) ProtoMessage() {}
 
 func (x *RecordSplit) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +1346,7 @@ func (x *RecordSplit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSplit.ProtoReflect.Descriptor instead.
 func (*RecordSplit) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{9}
+	return file_basalt_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordSplit) GetParentId() uint64 {
@@ -847,7 +1374,7 @@ type SetTSOCeiling struct {
 
 func (x *SetTSOCeiling) Reset() {
 	*x = SetTSOCeiling{}
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1386,7 @@ func (x *SetTSOCeiling) String() string {
 func (*SetTSOCeiling) ProtoMessage() {}
 
 func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1399,7 @@ func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTSOCeiling.ProtoReflect.Descriptor instead.
 func (*SetTSOCeiling) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{10}
+	return file_basalt_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetTSOCeiling) GetCeiling() int64 {
@@ -899,7 +1426,7 @@ type ShardDescriptor struct {
 
 func (x *ShardDescriptor) Reset() {
 	*x = ShardDescriptor{}
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1438,7 @@ func (x *ShardDescriptor) String() string {
 func (*ShardDescriptor) ProtoMessage() {}
 
 func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1451,7 @@ func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardDescriptor.ProtoReflect.Descriptor instead.
 func (*ShardDescriptor) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{11}
+	return file_basalt_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ShardDescriptor) GetShardId() uint64 {
@@ -972,7 +1499,7 @@ type PutShard struct {
 
 func (x *PutShard) Reset() {
 	*x = PutShard{}
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1511,7 @@ func (x *PutShard) String() string {
 func (*PutShard) ProtoMessage() {}
 
 func (x *PutShard) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1524,7 @@ func (x *PutShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShard.ProtoReflect.Descriptor instead.
 func (*PutShard) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{12}
+	return file_basalt_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutShard) GetShard() *ShardDescriptor {
@@ -1022,7 +1549,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_basalt_proto_msgTypes[13]
+	mi := &file_basalt_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1561,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[13]
+	mi := &file_basalt_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1574,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{13}
+	return file_basalt_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Lease) GetId() int64 {
@@ -1082,7 +1609,7 @@ type LeaseGrant struct {
 
 func (x *LeaseGrant) Reset() {
 	*x = LeaseGrant{}
-	mi := &file_basalt_proto_msgTypes[14]
+	mi := &file_basalt_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1621,7 @@ func (x *LeaseGrant) String() string {
 func (*LeaseGrant) ProtoMessage() {}
 
 func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[14]
+	mi := &file_basalt_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1634,7 @@ func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
 func (*LeaseGrant) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{14}
+	return file_basalt_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaseGrant) GetId() int64 {
@@ -1134,7 +1661,7 @@ type LeaseRevoke struct {
 
 func (x *LeaseRevoke) Reset() {
 	*x = LeaseRevoke{}
-	mi := &file_basalt_proto_msgTypes[15]
+	mi := &file_basalt_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1673,7 @@ func (x *LeaseRevoke) String() string {
 func (*LeaseRevoke) ProtoMessage() {}
 
 func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[15]
+	mi := &file_basalt_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1686,7 @@ func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevoke.ProtoReflect.Descriptor instead.
 func (*LeaseRevoke) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{15}
+	return file_basalt_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeaseRevoke) GetId() int64 {
@@ -1181,7 +1708,7 @@ type LeaseCheckpoint struct {
 
 func (x *LeaseCheckpoint) Reset() {
 	*x = LeaseCheckpoint{}
-	mi := &file_basalt_proto_msgTypes[16]
+	mi := &file_basalt_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1720,7 @@ func (x *LeaseCheckpoint) String() string {
 func (*LeaseCheckpoint) ProtoMessage() {}
 
 func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[16]
+	mi := &file_basalt_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1733,7 @@ func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
 func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{16}
+	return file_basalt_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LeaseCheckpoint) GetLeases() []*Lease {
@@ -1227,7 +1754,7 @@ type MetaResult struct {
 
 func (x *MetaResult) Reset() {
 	*x = MetaResult{}
-	mi := &file_basalt_proto_msgTypes[17]
+	mi := &file_basalt_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1766,7 @@ func (x *MetaResult) String() string {
 func (*MetaResult) ProtoMessage() {}
 
 func (x *MetaResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[17]
+	mi := &file_basalt_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1779,7 @@ func (x *MetaResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaResult.ProtoReflect.Descriptor instead.
 func (*MetaResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{17}
+	return file_basalt_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MetaResult) GetError() ErrorCode {
@@ -1279,7 +1806,7 @@ type RecordCompaction struct {
 
 func (x *RecordCompaction) Reset() {
 	*x = RecordCompaction{}
-	mi := &file_basalt_proto_msgTypes[18]
+	mi := &file_basalt_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1818,7 @@ func (x *RecordCompaction) String() string {
 func (*RecordCompaction) ProtoMessage() {}
 
 func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[18]
+	mi := &file_basalt_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1831,7 @@ func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCompaction.ProtoReflect.Descriptor instead.
 func (*RecordCompaction) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{18}
+	return file_basalt_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RecordCompaction) GetRevision() int64 {
@@ -1331,7 +1858,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_basalt_proto_msgTypes[19]
+	mi := &file_basalt_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1870,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[19]
+	mi := &file_basalt_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1883,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{19}
+	return file_basalt_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Member) GetId() uint64 {
@@ -1405,7 +1932,7 @@ type PutMember struct {
 
 func (x *PutMember) Reset() {
 	*x = PutMember{}
-	mi := &file_basalt_proto_msgTypes[20]
+	mi := &file_basalt_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1944,7 @@ func (x *PutMember) String() string {
 func (*PutMember) ProtoMessage() {}
 
 func (x *PutMember) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[20]
+	mi := &file_basalt_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1957,7 @@ func (x *PutMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMember.ProtoReflect.Descriptor instead.
 func (*PutMember) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{20}
+	return file_basalt_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PutMember) GetMember() *Member {
@@ -1451,7 +1978,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_basalt_proto_msgTypes[21]
+	mi := &file_basalt_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1990,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[21]
+	mi := &file_basalt_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +2003,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{21}
+	return file_basalt_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RemoveMember) GetId() uint64 {
@@ -1505,7 +2032,7 @@ type MetaState struct {
 
 func (x *MetaState) Reset() {
 	*x = MetaState{}
-	mi := &file_basalt_proto_msgTypes[22]
+	mi := &file_basalt_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +2044,7 @@ func (x *MetaState) String() string {
 func (*MetaState) ProtoMessage() {}
 
 func (x *MetaState) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[22]
+	mi := &file_basalt_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +2057,7 @@ func (x *MetaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaState.ProtoReflect.Descriptor instead.
 func (*MetaState) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{22}
+	return file_basalt_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MetaState) GetTsoCeiling() int64 {
@@ -1575,6 +2102,103 @@ func (x *MetaState) GetLastShardId() uint64 {
 	return 0
 }
 
+type TxnStepRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// A marshaled DataCommand.
+	Command       []byte `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnStepRequest) Reset() {
+	*x = TxnStepRequest{}
+	mi := &file_basalt_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnStepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnStepRequest) ProtoMessage() {}
+
+func (x *TxnStepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnStepRequest.ProtoReflect.Descriptor instead.
+func (*TxnStepRequest) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *TxnStepRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *TxnStepRequest) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+type TxnStepResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *TxnResult             `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnStepResponse) Reset() {
+	*x = TxnStepResponse{}
+	mi := &file_basalt_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnStepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnStepResponse) ProtoMessage() {}
+
+func (x *TxnStepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnStepResponse.ProtoReflect.Descriptor instead.
+func (*TxnStepResponse) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *TxnStepResponse) GetResult() *TxnResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 type ResolveRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -1585,7 +2209,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_basalt_proto_msgTypes[23]
+	mi := &file_basalt_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +2221,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[23]
+	mi := &file_basalt_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +2234,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{23}
+	return file_basalt_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ResolveRequest) GetShardId() uint64 {
@@ -1635,7 +2259,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_basalt_proto_msgTypes[24]
+	mi := &file_basalt_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +2271,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[24]
+	mi := &file_basalt_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +2284,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{24}
+	return file_basalt_proto_rawDescGZIP(), []int{33}
 }
 
 type SplitRequest struct {
@@ -1672,7 +2296,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_basalt_proto_msgTypes[25]
+	mi := &file_basalt_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +2308,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[25]
+	mi := &file_basalt_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +2321,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{25}
+	return file_basalt_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SplitRequest) GetKey() []byte {
@@ -1717,7 +2341,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_basalt_proto_msgTypes[26]
+	mi := &file_basalt_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +2353,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[26]
+	mi := &file_basalt_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +2366,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{26}
+	return file_basalt_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SplitResponse) GetLeft() *ShardDescriptor {
@@ -1767,7 +2391,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_basalt_proto_msgTypes[27]
+	mi := &file_basalt_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +2403,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[27]
+	mi := &file_basalt_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +2416,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{27}
+	return file_basalt_proto_rawDescGZIP(), []int{36}
 }
 
 type ShardsResponse struct {
@@ -1804,7 +2428,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_basalt_proto_msgTypes[28]
+	mi := &file_basalt_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +2440,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[28]
+	mi := &file_basalt_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +2453,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{28}
+	return file_basalt_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -1854,7 +2478,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_basalt_proto_msgTypes[29]
+	mi := &file_basalt_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2490,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[29]
+	mi := &file_basalt_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2503,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{29}
+	return file_basalt_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ShardInfo) GetDescriptor_() *ShardDescriptor {
@@ -1926,7 +2550,7 @@ type AllocateRequest struct {
 
 func (x *AllocateRequest) Reset() {
 	*x = AllocateRequest{}
-	mi := &file_basalt_proto_msgTypes[30]
+	mi := &file_basalt_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2562,7 @@ func (x *AllocateRequest) String() string {
 func (*AllocateRequest) ProtoMessage() {}
 
 func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[30]
+	mi := &file_basalt_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2575,7 @@ func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
 func (*AllocateRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{30}
+	return file_basalt_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AllocateRequest) GetCount() int64 {
@@ -1970,7 +2594,7 @@ type AllocateResponse struct {
 
 func (x *AllocateResponse) Reset() {
 	*x = AllocateResponse{}
-	mi := &file_basalt_proto_msgTypes[31]
+	mi := &file_basalt_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2606,7 @@ func (x *AllocateResponse) String() string {
 func (*AllocateResponse) ProtoMessage() {}
 
 func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[31]
+	mi := &file_basalt_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2619,7 @@ func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateResponse.ProtoReflect.Descriptor instead.
 func (*AllocateResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{31}
+	return file_basalt_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AllocateResponse) GetFirst() int64 {
@@ -2013,7 +2637,7 @@ type CurrentRequest struct {
 
 func (x *CurrentRequest) Reset() {
 	*x = CurrentRequest{}
-	mi := &file_basalt_proto_msgTypes[32]
+	mi := &file_basalt_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2649,7 @@ func (x *CurrentRequest) String() string {
 func (*CurrentRequest) ProtoMessage() {}
 
 func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[32]
+	mi := &file_basalt_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2662,7 @@ func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentRequest.ProtoReflect.Descriptor instead.
 func (*CurrentRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{32}
+	return file_basalt_proto_rawDescGZIP(), []int{41}
 }
 
 type CurrentResponse struct {
@@ -2050,7 +2674,7 @@ type CurrentResponse struct {
 
 func (x *CurrentResponse) Reset() {
 	*x = CurrentResponse{}
-	mi := &file_basalt_proto_msgTypes[33]
+	mi := &file_basalt_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2686,7 @@ func (x *CurrentResponse) String() string {
 func (*CurrentResponse) ProtoMessage() {}
 
 func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[33]
+	mi := &file_basalt_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2699,7 @@ func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentResponse.ProtoReflect.Descriptor instead.
 func (*CurrentResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{33}
+	return file_basalt_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CurrentResponse) GetRevision() int64 {
@@ -2096,7 +2720,7 @@ type RevokeLeaseKeysRequest struct {
 
 func (x *RevokeLeaseKeysRequest) Reset() {
 	*x = RevokeLeaseKeysRequest{}
-	mi := &file_basalt_proto_msgTypes[34]
+	mi := &file_basalt_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2732,7 @@ func (x *RevokeLeaseKeysRequest) String() string {
 func (*RevokeLeaseKeysRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[34]
+	mi := &file_basalt_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2745,7 @@ func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{34}
+	return file_basalt_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RevokeLeaseKeysRequest) GetLease() int64 {
@@ -2146,7 +2770,7 @@ type RevokeLeaseKeysResponse struct {
 
 func (x *RevokeLeaseKeysResponse) Reset() {
 	*x = RevokeLeaseKeysResponse{}
-	mi := &file_basalt_proto_msgTypes[35]
+	mi := &file_basalt_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2782,7 @@ func (x *RevokeLeaseKeysResponse) String() string {
 func (*RevokeLeaseKeysResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[35]
+	mi := &file_basalt_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2795,7 @@ func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{35}
+	return file_basalt_proto_rawDescGZIP(), []int{44}
 }
 
 type WriteRequest struct {
@@ -2185,7 +2809,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_basalt_proto_msgTypes[36]
+	mi := &file_basalt_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2821,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[36]
+	mi := &file_basalt_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2834,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{36}
+	return file_basalt_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WriteRequest) GetTxns() [][]byte {
@@ -2230,7 +2854,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_basalt_proto_msgTypes[37]
+	mi := &file_basalt_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2866,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[37]
+	mi := &file_basalt_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2879,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{37}
+	return file_basalt_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WriteResponse) GetResults() []*WriteResult {
@@ -2278,7 +2902,7 @@ type WriteResult struct {
 
 func (x *WriteResult) Reset() {
 	*x = WriteResult{}
-	mi := &file_basalt_proto_msgTypes[38]
+	mi := &file_basalt_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2290,7 +2914,7 @@ func (x *WriteResult) String() string {
 func (*WriteResult) ProtoMessage() {}
 
 func (x *WriteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[38]
+	mi := &file_basalt_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2303,7 +2927,7 @@ func (x *WriteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResult.ProtoReflect.Descriptor instead.
 func (*WriteResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{38}
+	return file_basalt_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WriteResult) GetTxnResponse() []byte {
@@ -2331,14 +2955,49 @@ var File_basalt_proto protoreflect.FileDescriptor
 
 const file_basalt_proto_rawDesc = "" +
 	"\n" +
-	"\fbasalt.proto\x12\x06basalt\"\xe8\x01\n" +
+	"\fbasalt.proto\x12\x06basalt\"\xa3\x03\n" +
 	"\vDataCommand\x125\n" +
 	"\vwrite_batch\x18\x01 \x01(\v2\x12.basalt.WriteBatchH\x00R\n" +
 	"writeBatch\x122\n" +
 	"\acompact\x18\x02 \x01(\v2\x16.basalt.CompactCommandH\x00R\acompact\x125\n" +
 	"\bresolved\x18\x03 \x01(\v2\x17.basalt.ResolvedCommandH\x00R\bresolved\x12,\n" +
-	"\x05split\x18\x04 \x01(\v2\x14.basalt.SplitCommandH\x00R\x05splitB\t\n" +
-	"\acommand\"\xba\x02\n" +
+	"\x05split\x18\x04 \x01(\v2\x14.basalt.SplitCommandH\x00R\x05split\x12)\n" +
+	"\x04lock\x18\x05 \x01(\v2\x13.basalt.LockCommandH\x00R\x04lock\x12/\n" +
+	"\x06commit\x18\x06 \x01(\v2\x15.basalt.CommitCommandH\x00R\x06commit\x12,\n" +
+	"\x05abort\x18\a \x01(\v2\x14.basalt.AbortCommandH\x00R\x05abort\x12/\n" +
+	"\x06forget\x18\b \x01(\v2\x15.basalt.ForgetCommandH\x00R\x06forgetB\t\n" +
+	"\acommand\"\xaf\x01\n" +
+	"\vLockCommand\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12%\n" +
+	"\x0estart_revision\x18\x02 \x01(\x03R\rstartRevision\x12#\n" +
+	"\rprimary_shard\x18\x03 \x01(\x04R\fprimaryShard\x12&\n" +
+	"\x05spans\x18\x04 \x03(\v2\x10.basalt.KeyRangeR\x05spans\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\x03R\x05ttlMs\".\n" +
+	"\bKeyRange\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\fR\x03end\"\x94\x02\n" +
+	"\rCommitCommand\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12+\n" +
+	"\x06writes\x18\x03 \x01(\v2\x13.basalt.ShardWritesR\x06writes\x129\n" +
+	"\x06record\x18\x04 \x03(\v2!.basalt.CommitCommand.RecordEntryR\x06record\x12\x18\n" +
+	"\aprimary\x18\x05 \x01(\bR\aprimary\x1aN\n" +
+	"\vRecordEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12)\n" +
+	"\x05value\x18\x02 \x01(\v2\x13.basalt.ShardWritesR\x05value:\x028\x01\"3\n" +
+	"\vShardWrites\x12\x10\n" +
+	"\x03txn\x18\x01 \x01(\fR\x03txn\x12\x12\n" +
+	"\x04subs\x18\x02 \x03(\x03R\x04subs\"B\n" +
+	"\fAbortCommand\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x1b\n" +
+	"\tfor_shard\x18\x02 \x01(\x04R\bforShard\"&\n" +
+	"\rForgetCommand\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\"\x9b\x01\n" +
+	"\tTxnResult\x12'\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\x12\x1c\n" +
+	"\tcommitted\x18\x02 \x01(\bR\tcommitted\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12+\n" +
+	"\x06writes\x18\x04 \x01(\v2\x13.basalt.ShardWritesR\x06writes\"\xba\x02\n" +
 	"\fSplitCommand\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x19\n" +
 	"\bchild_id\x18\x02 \x01(\x04R\achildId\x12>\n" +
@@ -2432,7 +3091,12 @@ const file_basalt_proto_rawDesc = "" +
 	"\x06shards\x18\x03 \x03(\v2\x17.basalt.ShardDescriptorR\x06shards\x12(\n" +
 	"\amembers\x18\x04 \x03(\v2\x0e.basalt.MemberR\amembers\x12'\n" +
 	"\x0fremoved_members\x18\x05 \x03(\x04R\x0eremovedMembers\x12\"\n" +
-	"\rlast_shard_id\x18\x06 \x01(\x04R\vlastShardId\"G\n" +
+	"\rlast_shard_id\x18\x06 \x01(\x04R\vlastShardId\"E\n" +
+	"\x0eTxnStepRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\fR\acommand\"<\n" +
+	"\x0fTxnStepResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.basalt.TxnResultR\x06result\"G\n" +
 	"\x0eResolveRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\"\x11\n" +
@@ -2471,7 +3135,7 @@ const file_basalt_proto_rawDesc = "" +
 	"\vWriteResult\x12!\n" +
 	"\ftxn_response\x18\x01 \x01(\fR\vtxnResponse\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage*\xba\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage*\xd7\x01\n" +
 	"\tErrorCode\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x12\n" +
 	"\x0eSTALE_REVISION\x10\x01\x12\x11\n" +
@@ -2482,7 +3146,11 @@ const file_basalt_proto_rawDesc = "" +
 	"\bNO_WRITE\x10\x06\x12\x10\n" +
 	"\fLEASE_EXISTS\x10\a\x12\x14\n" +
 	"\x10MEMBER_NOT_FOUND\x10\b\x12\x0f\n" +
-	"\vWRONG_SHARD\x10\t2\xba\x03\n" +
+	"\vWRONG_SHARD\x10\t\x12\n" +
+	"\n" +
+	"\x06LOCKED\x10\n" +
+	"\x12\x0f\n" +
+	"\vTXN_ABORTED\x10\v2\xf6\x03\n" +
 	"\bInternal\x12=\n" +
 	"\bAllocate\x12\x17.basalt.AllocateRequest\x1a\x18.basalt.AllocateResponse\x12:\n" +
 	"\aCurrent\x12\x16.basalt.CurrentRequest\x1a\x17.basalt.CurrentResponse\x12R\n" +
@@ -2490,7 +3158,8 @@ const file_basalt_proto_rawDesc = "" +
 	"\x05Write\x12\x14.basalt.WriteRequest\x1a\x15.basalt.WriteResponse\x124\n" +
 	"\x05Split\x12\x14.basalt.SplitRequest\x1a\x15.basalt.SplitResponse\x127\n" +
 	"\x06Shards\x12\x15.basalt.ShardsRequest\x1a\x16.basalt.ShardsResponse\x12:\n" +
-	"\aResolve\x12\x16.basalt.ResolveRequest\x1a\x17.basalt.ResolveResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
+	"\aResolve\x12\x16.basalt.ResolveRequest\x1a\x17.basalt.ResolveResponse\x12:\n" +
+	"\aTxnStep\x12\x16.basalt.TxnStepRequest\x1a\x17.basalt.TxnStepResponseB+Z)github.com/basaltdb/basalt/proto/basaltpbb\x06proto3"
 
 var (
 	file_basalt_proto_rawDescOnce sync.Once
@@ -2505,103 +3174,126 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_basalt_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: basalt.ErrorCode
 	(*DataCommand)(nil),             // 1: basalt.DataCommand
-	(*SplitCommand)(nil),            // 2: basalt.SplitCommand
-	(*WriteBatch)(nil),              // 3: basalt.WriteBatch
-	(*Write)(nil),                   // 4: basalt.Write
-	(*CompactCommand)(nil),          // 5: basalt.CompactCommand
-	(*ResolvedCommand)(nil),         // 6: basalt.ResolvedCommand
-	(*CompactResult)(nil),           // 7: basalt.CompactResult
-	(*MetaCommand)(nil),             // 8: basalt.MetaCommand
-	(*AllocShardID)(nil),            // 9: basalt.AllocShardID
-	(*RecordSplit)(nil),             // 10: basalt.RecordSplit
-	(*SetTSOCeiling)(nil),           // 11: basalt.SetTSOCeiling
-	(*ShardDescriptor)(nil),         // 12: basalt.ShardDescriptor
-	(*PutShard)(nil),                // 13: basalt.PutShard
-	(*Lease)(nil),                   // 14: basalt.Lease
-	(*LeaseGrant)(nil),              // 15: basalt.LeaseGrant
-	(*LeaseRevoke)(nil),             // 16: basalt.LeaseRevoke
-	(*LeaseCheckpoint)(nil),         // 17: basalt.LeaseCheckpoint
-	(*MetaResult)(nil),              // 18: basalt.MetaResult
-	(*RecordCompaction)(nil),        // 19: basalt.RecordCompaction
-	(*Member)(nil),                  // 20: basalt.Member
-	(*PutMember)(nil),               // 21: basalt.PutMember
-	(*RemoveMember)(nil),            // 22: basalt.RemoveMember
-	(*MetaState)(nil),               // 23: basalt.MetaState
-	(*ResolveRequest)(nil),          // 24: basalt.ResolveRequest
-	(*ResolveResponse)(nil),         // 25: basalt.ResolveResponse
-	(*SplitRequest)(nil),            // 26: basalt.SplitRequest
-	(*SplitResponse)(nil),           // 27: basalt.SplitResponse
-	(*ShardsRequest)(nil),           // 28: basalt.ShardsRequest
-	(*ShardsResponse)(nil),          // 29: basalt.ShardsResponse
-	(*ShardInfo)(nil),               // 30: basalt.ShardInfo
-	(*AllocateRequest)(nil),         // 31: basalt.AllocateRequest
-	(*AllocateResponse)(nil),        // 32: basalt.AllocateResponse
-	(*CurrentRequest)(nil),          // 33: basalt.CurrentRequest
-	(*CurrentResponse)(nil),         // 34: basalt.CurrentResponse
-	(*RevokeLeaseKeysRequest)(nil),  // 35: basalt.RevokeLeaseKeysRequest
-	(*RevokeLeaseKeysResponse)(nil), // 36: basalt.RevokeLeaseKeysResponse
-	(*WriteRequest)(nil),            // 37: basalt.WriteRequest
-	(*WriteResponse)(nil),           // 38: basalt.WriteResponse
-	(*WriteResult)(nil),             // 39: basalt.WriteResult
-	nil,                             // 40: basalt.SplitCommand.ReplicasEntry
-	nil,                             // 41: basalt.SplitCommand.NonVotingEntry
-	nil,                             // 42: basalt.ShardDescriptor.ReplicasEntry
+	(*LockCommand)(nil),             // 2: basalt.LockCommand
+	(*KeyRange)(nil),                // 3: basalt.KeyRange
+	(*CommitCommand)(nil),           // 4: basalt.CommitCommand
+	(*ShardWrites)(nil),             // 5: basalt.ShardWrites
+	(*AbortCommand)(nil),            // 6: basalt.AbortCommand
+	(*ForgetCommand)(nil),           // 7: basalt.ForgetCommand
+	(*TxnResult)(nil),               // 8: basalt.TxnResult
+	(*SplitCommand)(nil),            // 9: basalt.SplitCommand
+	(*WriteBatch)(nil),              // 10: basalt.WriteBatch
+	(*Write)(nil),                   // 11: basalt.Write
+	(*CompactCommand)(nil),          // 12: basalt.CompactCommand
+	(*ResolvedCommand)(nil),         // 13: basalt.ResolvedCommand
+	(*CompactResult)(nil),           // 14: basalt.CompactResult
+	(*MetaCommand)(nil),             // 15: basalt.MetaCommand
+	(*AllocShardID)(nil),            // 16: basalt.AllocShardID
+	(*RecordSplit)(nil),             // 17: basalt.RecordSplit
+	(*SetTSOCeiling)(nil),           // 18: basalt.SetTSOCeiling
+	(*ShardDescriptor)(nil),         // 19: basalt.ShardDescriptor
+	(*PutShard)(nil),                // 20: basalt.PutShard
+	(*Lease)(nil),                   // 21: basalt.Lease
+	(*LeaseGrant)(nil),              // 22: basalt.LeaseGrant
+	(*LeaseRevoke)(nil),             // 23: basalt.LeaseRevoke
+	(*LeaseCheckpoint)(nil),         // 24: basalt.LeaseCheckpoint
+	(*MetaResult)(nil),              // 25: basalt.MetaResult
+	(*RecordCompaction)(nil),        // 26: basalt.RecordCompaction
+	(*Member)(nil),                  // 27: basalt.Member
+	(*PutMember)(nil),               // 28: basalt.PutMember
+	(*RemoveMember)(nil),            // 29: basalt.RemoveMember
+	(*MetaState)(nil),               // 30: basalt.MetaState
+	(*TxnStepRequest)(nil),          // 31: basalt.TxnStepRequest
+	(*TxnStepResponse)(nil),         // 32: basalt.TxnStepResponse
+	(*ResolveRequest)(nil),          // 33: basalt.ResolveRequest
+	(*ResolveResponse)(nil),         // 34: basalt.ResolveResponse
+	(*SplitRequest)(nil),            // 35: basalt.SplitRequest
+	(*SplitResponse)(nil),           // 36: basalt.SplitResponse
+	(*ShardsRequest)(nil),           // 37: basalt.ShardsRequest
+	(*ShardsResponse)(nil),          // 38: basalt.ShardsResponse
+	(*ShardInfo)(nil),               // 39: basalt.ShardInfo
+	(*AllocateRequest)(nil),         // 40: basalt.AllocateRequest
+	(*AllocateResponse)(nil),        // 41: basalt.AllocateResponse
+	(*CurrentRequest)(nil),          // 42: basalt.CurrentRequest
+	(*CurrentResponse)(nil),         // 43: basalt.CurrentResponse
+	(*RevokeLeaseKeysRequest)(nil),  // 44: basalt.RevokeLeaseKeysRequest
+	(*RevokeLeaseKeysResponse)(nil), // 45: basalt.RevokeLeaseKeysResponse
+	(*WriteRequest)(nil),            // 46: basalt.WriteRequest
+	(*WriteResponse)(nil),           // 47: basalt.WriteResponse
+	(*WriteResult)(nil),             // 48: basalt.WriteResult
+	nil,                             // 49: basalt.CommitCommand.RecordEntry
+	nil,                             // 50: basalt.SplitCommand.ReplicasEntry
+	nil,                             // 51: basalt.SplitCommand.NonVotingEntry
+	nil,                             // 52: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
-	3,  // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
-	5,  // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
-	6,  // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
-	2,  // 3: basalt.DataCommand.split:type_name -> basalt.SplitCommand
-	40, // 4: basalt.SplitCommand.replicas:type_name -> basalt.SplitCommand.ReplicasEntry
-	41, // 5: basalt.SplitCommand.non_voting:type_name -> basalt.SplitCommand.NonVotingEntry
-	4,  // 6: basalt.WriteBatch.writes:type_name -> basalt.Write
-	0,  // 7: basalt.CompactResult.error:type_name -> basalt.ErrorCode
-	11, // 8: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
-	13, // 9: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
-	19, // 10: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
-	15, // 11: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
-	16, // 12: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
-	17, // 13: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
-	21, // 14: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
-	22, // 15: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
-	9,  // 16: basalt.MetaCommand.alloc_shard_id:type_name -> basalt.AllocShardID
-	10, // 17: basalt.MetaCommand.record_split:type_name -> basalt.RecordSplit
-	12, // 18: basalt.RecordSplit.child:type_name -> basalt.ShardDescriptor
-	42, // 19: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
-	12, // 20: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
-	14, // 21: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
-	0,  // 22: basalt.MetaResult.error:type_name -> basalt.ErrorCode
-	20, // 23: basalt.PutMember.member:type_name -> basalt.Member
-	12, // 24: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
-	20, // 25: basalt.MetaState.members:type_name -> basalt.Member
-	12, // 26: basalt.SplitResponse.left:type_name -> basalt.ShardDescriptor
-	12, // 27: basalt.SplitResponse.right:type_name -> basalt.ShardDescriptor
-	30, // 28: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
-	12, // 29: basalt.ShardInfo.descriptor:type_name -> basalt.ShardDescriptor
-	39, // 30: basalt.WriteResponse.results:type_name -> basalt.WriteResult
-	31, // 31: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
-	33, // 32: basalt.Internal.Current:input_type -> basalt.CurrentRequest
-	35, // 33: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
-	37, // 34: basalt.Internal.Write:input_type -> basalt.WriteRequest
-	26, // 35: basalt.Internal.Split:input_type -> basalt.SplitRequest
-	28, // 36: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
-	24, // 37: basalt.Internal.Resolve:input_type -> basalt.ResolveRequest
-	32, // 38: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
-	34, // 39: basalt.Internal.Current:output_type -> basalt.CurrentResponse
-	36, // 40: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
-	38, // 41: basalt.Internal.Write:output_type -> basalt.WriteResponse
-	27, // 42: basalt.Internal.Split:output_type -> basalt.SplitResponse
-	29, // 43: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
-	25, // 44: basalt.Internal.Resolve:output_type -> basalt.ResolveResponse
-	38, // [38:45] is the sub-list for method output_type
-	31, // [31:38] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	10, // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
+	12, // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
+	13, // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
+	9,  // 3: basalt.DataCommand.split:type_name -> basalt.SplitCommand
+	2,  // 4: basalt.DataCommand.lock:type_name -> basalt.LockCommand
+	4,  // 5: basalt.DataCommand.commit:type_name -> basalt.CommitCommand
+	6,  // 6: basalt.DataCommand.abort:type_name -> basalt.AbortCommand
+	7,  // 7: basalt.DataCommand.forget:type_name -> basalt.ForgetCommand
+	3,  // 8: basalt.LockCommand.spans:type_name -> basalt.KeyRange
+	5,  // 9: basalt.CommitCommand.writes:type_name -> basalt.ShardWrites
+	49, // 10: basalt.CommitCommand.record:type_name -> basalt.CommitCommand.RecordEntry
+	0,  // 11: basalt.TxnResult.error:type_name -> basalt.ErrorCode
+	5,  // 12: basalt.TxnResult.writes:type_name -> basalt.ShardWrites
+	50, // 13: basalt.SplitCommand.replicas:type_name -> basalt.SplitCommand.ReplicasEntry
+	51, // 14: basalt.SplitCommand.non_voting:type_name -> basalt.SplitCommand.NonVotingEntry
+	11, // 15: basalt.WriteBatch.writes:type_name -> basalt.Write
+	0,  // 16: basalt.CompactResult.error:type_name -> basalt.ErrorCode
+	18, // 17: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
+	20, // 18: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
+	26, // 19: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
+	22, // 20: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
+	23, // 21: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
+	24, // 22: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
+	28, // 23: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
+	29, // 24: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
+	16, // 25: basalt.MetaCommand.alloc_shard_id:type_name -> basalt.AllocShardID
+	17, // 26: basalt.MetaCommand.record_split:type_name -> basalt.RecordSplit
+	19, // 27: basalt.RecordSplit.child:type_name -> basalt.ShardDescriptor
+	52, // 28: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	19, // 29: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
+	21, // 30: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
+	0,  // 31: basalt.MetaResult.error:type_name -> basalt.ErrorCode
+	27, // 32: basalt.PutMember.member:type_name -> basalt.Member
+	19, // 33: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
+	27, // 34: basalt.MetaState.members:type_name -> basalt.Member
+	8,  // 35: basalt.TxnStepResponse.result:type_name -> basalt.TxnResult
+	19, // 36: basalt.SplitResponse.left:type_name -> basalt.ShardDescriptor
+	19, // 37: basalt.SplitResponse.right:type_name -> basalt.ShardDescriptor
+	39, // 38: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
+	19, // 39: basalt.ShardInfo.descriptor:type_name -> basalt.ShardDescriptor
+	48, // 40: basalt.WriteResponse.results:type_name -> basalt.WriteResult
+	5,  // 41: basalt.CommitCommand.RecordEntry.value:type_name -> basalt.ShardWrites
+	40, // 42: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
+	42, // 43: basalt.Internal.Current:input_type -> basalt.CurrentRequest
+	44, // 44: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
+	46, // 45: basalt.Internal.Write:input_type -> basalt.WriteRequest
+	35, // 46: basalt.Internal.Split:input_type -> basalt.SplitRequest
+	37, // 47: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
+	33, // 48: basalt.Internal.Resolve:input_type -> basalt.ResolveRequest
+	31, // 49: basalt.Internal.TxnStep:input_type -> basalt.TxnStepRequest
+	41, // 50: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
+	43, // 51: basalt.Internal.Current:output_type -> basalt.CurrentResponse
+	45, // 52: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
+	47, // 53: basalt.Internal.Write:output_type -> basalt.WriteResponse
+	36, // 54: basalt.Internal.Split:output_type -> basalt.SplitResponse
+	38, // 55: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
+	34, // 56: basalt.Internal.Resolve:output_type -> basalt.ResolveResponse
+	32, // 57: basalt.Internal.TxnStep:output_type -> basalt.TxnStepResponse
+	50, // [50:58] is the sub-list for method output_type
+	42, // [42:50] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_basalt_proto_init() }
@@ -2614,8 +3306,12 @@ func file_basalt_proto_init() {
 		(*DataCommand_Compact)(nil),
 		(*DataCommand_Resolved)(nil),
 		(*DataCommand_Split)(nil),
+		(*DataCommand_Lock)(nil),
+		(*DataCommand_Commit)(nil),
+		(*DataCommand_Abort)(nil),
+		(*DataCommand_Forget)(nil),
 	}
-	file_basalt_proto_msgTypes[7].OneofWrappers = []any{
+	file_basalt_proto_msgTypes[14].OneofWrappers = []any{
 		(*MetaCommand_SetTsoCeiling)(nil),
 		(*MetaCommand_PutShard)(nil),
 		(*MetaCommand_RecordCompaction)(nil),
@@ -2633,7 +3329,7 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   42,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	Internal_Split_FullMethodName           = "/basalt.Internal/Split"
 	Internal_Shards_FullMethodName          = "/basalt.Internal/Shards"
 	Internal_Resolve_FullMethodName         = "/basalt.Internal/Resolve"
+	Internal_TxnStep_FullMethodName         = "/basalt.Internal/TxnStep"
 )
 
 // InternalClient is the client API for Internal service.
@@ -62,6 +63,10 @@ type InternalClient interface {
 	// every write of the shard at or below the revision, and confirmed its
 	// leadership: a follower then reads at that revision after a ReadIndex.
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
+	// TxnStep runs one step of a transaction across shards (a DataCommand
+	// holding a LockCommand, CommitCommand, AbortCommand or ForgetCommand) at
+	// the shard's leader, the receiver.
+	TxnStep(ctx context.Context, in *TxnStepRequest, opts ...grpc.CallOption) (*TxnStepResponse, error)
 }
 
 type internalClient struct {
@@ -142,6 +147,16 @@ func (c *internalClient) Resolve(ctx context.Context, in *ResolveRequest, opts .
 	return out, nil
 }
 
+func (c *internalClient) TxnStep(ctx context.Context, in *TxnStepRequest, opts ...grpc.CallOption) (*TxnStepResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnStepResponse)
+	err := c.cc.Invoke(ctx, Internal_TxnStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -169,6 +184,10 @@ type InternalServer interface {
 	// every write of the shard at or below the revision, and confirmed its
 	// leadership: a follower then reads at that revision after a ReadIndex.
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
+	// TxnStep runs one step of a transaction across shards (a DataCommand
+	// holding a LockCommand, CommitCommand, AbortCommand or ForgetCommand) at
+	// the shard's leader, the receiver.
+	TxnStep(context.Context, *TxnStepRequest) (*TxnStepResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -199,6 +218,9 @@ func (UnimplementedInternalServer) Shards(context.Context, *ShardsRequest) (*Sha
 }
 func (UnimplementedInternalServer) Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Resolve not implemented")
+}
+func (UnimplementedInternalServer) TxnStep(context.Context, *TxnStepRequest) (*TxnStepResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TxnStep not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -347,6 +369,24 @@ func _Internal_Resolve_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_TxnStep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnStepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).TxnStep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_TxnStep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).TxnStep(ctx, req.(*TxnStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -381,6 +421,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Resolve",
 			Handler:    _Internal_Resolve_Handler,
+		},
+		{
+			MethodName: "TxnStep",
+			Handler:    _Internal_TxnStep_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,521 @@
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/basaltdb/basalt/txncoord"
+)
+
+const (
+	bankAccounts = 12
+	bankStart    = 100
+	bankPrefix   = "acct/"
+)
+
+func account(i int) string { return fmt.Sprintf("%s%02d", bankPrefix, i) }
+
+// transfer is a transfer a client saw acknowledged.
+type transfer struct {
+	rev      int64
+	from, to string
+	fromVal  string
+	toVal    string
+}
+
+// TestBankAcrossShards moves money between accounts spread over many
+// shards with transactions that compare mod revisions, while shards split
+// and nodes are stopped and restarted. Every linearizable read of all
+// accounts, and every read at an older revision, sums to the same total;
+// watches over the accounts (open while their shards split) see every
+// acknowledged transfer once, in revision order, each transfer's two
+// events in one response, with prev_kv.
+func TestBankAcrossShards(t *testing.T) {
+	c := Start(t, 3, WithLockTTL(2*time.Second))
+	ctx := ctxT(t, 4*time.Minute)
+	setup := c.Client(t)
+	var ops []clientv3.Op
+	for i := range bankAccounts {
+		ops = append(ops, clientv3.OpPut(account(i), strconv.Itoa(bankStart)))
+	}
+	created, err := setup.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := bankAccounts * bankStart
+	// Accounts in six shards, split through different members.
+	for i, at := range []int{2, 4, 6, 8, 10} {
+		split(t, c, i%3, account(at))
+	}
+
+	watchers := []*watchLog{
+		startWatchLog(ctx, c.Client(t, 0, 1, 2), created.Header.Revision+1),
+		startWatchLog(ctx, c.Client(t, 2, 1, 0), created.Header.Revision+1),
+	}
+
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		acked     []transfer
+		transfers atomic.Int64
+		reads     atomic.Int64
+	)
+	wctx, stop := context.WithCancel(ctx)
+	for id := range 4 {
+		cl := c.Client(t)
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(id), 7))
+			for wctx.Err() == nil {
+				from, to := rnd.IntN(bankAccounts), rnd.IntN(bankAccounts-1)
+				if to >= from {
+					to++
+				}
+				octx, cancel := context.WithTimeout(wctx, 5*time.Second)
+				tr, err := bankTransfer(octx, cl, account(from), account(to), 1+rnd.IntN(10))
+				cancel()
+				if err == nil && tr != nil {
+					mu.Lock()
+					acked = append(acked, *tr)
+					mu.Unlock()
+					transfers.Add(1)
+				}
+			}
+		})
+	}
+	for id := range 2 {
+		cl := c.Client(t)
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(id), 11))
+			for wctx.Err() == nil {
+				octx, cancel := context.WithTimeout(wctx, 5*time.Second)
+				var opts []clientv3.OpOption
+				if rnd.IntN(3) == 0 {
+					opts = append(opts, clientv3.WithSerializable())
+				}
+				resp, err := cl.Get(octx, bankPrefix, append(opts, clientv3.WithPrefix())...)
+				if err == nil {
+					if sum := bankSum(t, resp); sum != total {
+						t.Errorf("accounts at revision %d sum to %d, want %d", resp.Header.Revision, sum, total)
+					}
+					// An older revision reads a consistent state too.
+					if old := resp.Header.Revision - rnd.Int64N(resp.Header.Revision-created.Header.Revision+1); old >= created.Header.Revision {
+						at, err := cl.Get(octx, bankPrefix, clientv3.WithPrefix(), clientv3.WithRev(old))
+						if err == nil {
+							if sum := bankSum(t, at); sum != total {
+								t.Errorf("accounts at old revision %d sum to %d, want %d", old, sum, total)
+							}
+						}
+					}
+					reads.Add(1)
+				}
+				cancel()
+			}
+		})
+	}
+
+	// Splits, then each member stopped and restarted in turn (they lead
+	// different shards).
+	for i, at := range []int{1, 3, 5} {
+		time.Sleep(time.Second)
+		split(t, c, i%3, account(at))
+	}
+	for victim := range 3 {
+		time.Sleep(1500 * time.Millisecond)
+		c.Stop(victim)
+		time.Sleep(time.Second)
+		c.Restart(victim)
+	}
+	time.Sleep(2 * time.Second)
+	stop()
+	wg.Wait()
+	if transfers.Load() < 50 || reads.Load() < 50 {
+		t.Fatalf("only %d transfers and %d reads completed", transfers.Load(), reads.Load())
+	}
+
+	// Every member reads the same total, from every account's last
+	// acknowledged value on.
+	for i := range c.Nodes {
+		resp, err := c.Client(t, i).Get(ctx, bankPrefix, clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum := bankSum(t, resp); sum != total {
+			t.Fatalf("member %d: accounts sum to %d, want %d", i, sum, total)
+		}
+	}
+	final, err := setup.Get(ctx, bankPrefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range watchers {
+		w.waitFor(t, final.Header.Revision)
+		w.check(t, acked)
+	}
+	// A watch resumed from the middle sees the same history.
+	mid := created.Header.Revision + (final.Header.Revision-created.Header.Revision)/2
+	resumed := startWatchLog(ctx, c.Client(t, 1), mid)
+	resumed.waitFor(t, final.Header.Revision)
+	watchers[0].sameFrom(t, resumed, mid)
+	t.Logf("%d transfers, %d reads of all accounts, revisions %d..%d", transfers.Load(), reads.Load(), created.Header.Revision, final.Header.Revision)
+}
+
+// bankTransfer moves amount from one account to another if neither
+// changed since it read them; nil without error when one did.
+func bankTransfer(ctx context.Context, cl *clientv3.Client, from, to string, amount int) (*transfer, error) {
+	get, err := cl.Txn(ctx).Then(clientv3.OpGet(from), clientv3.OpGet(to)).Commit()
+	if err != nil {
+		return nil, err
+	}
+	f := get.Responses[0].GetResponseRange().Kvs[0]
+	g := get.Responses[1].GetResponseRange().Kvs[0]
+	fv, _ := strconv.Atoi(string(f.Value))
+	tv, _ := strconv.Atoi(string(g.Value))
+	amount = min(amount, fv)
+	tr := &transfer{from: from, to: to, fromVal: strconv.Itoa(fv - amount), toVal: strconv.Itoa(tv + amount)}
+	resp, err := cl.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(from), "=", f.ModRevision), clientv3.Compare(clientv3.ModRevision(to), "=", g.ModRevision)).
+		Then(clientv3.OpPut(from, tr.fromVal), clientv3.OpPut(to, tr.toVal)).Commit()
+	if err != nil || !resp.Succeeded {
+		return nil, err
+	}
+	tr.rev = resp.Header.Revision
+	return tr, nil
+}
+
+func bankSum(t *testing.T, resp *clientv3.GetResponse) int {
+	t.Helper()
+	if len(resp.Kvs) != bankAccounts {
+		t.Errorf("%d accounts at revision %d, want %d", len(resp.Kvs), resp.Header.Revision, bankAccounts)
+	}
+	sum := 0
+	for _, kv := range resp.Kvs {
+		v, err := strconv.Atoi(string(kv.Value))
+		if err != nil {
+			t.Errorf("account %s holds %q", kv.Key, kv.Value)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// watchLog records a watch over the accounts with prev_kv and progress
+// notifications.
+type watchLog struct {
+	mu        sync.Mutex
+	responses []clientv3.WatchResponse
+	last      int64 // newest revision seen (events or progress)
+	err       error
+}
+
+func startWatchLog(ctx context.Context, cl *clientv3.Client, from int64) *watchLog {
+	w := &watchLog{}
+	ch := cl.Watch(clientv3.WithRequireLeader(ctx), bankPrefix, clientv3.WithPrefix(), clientv3.WithRev(from),
+		clientv3.WithPrevKV(), clientv3.WithProgressNotify())
+	go func() {
+		for resp := range ch {
+			w.mu.Lock()
+			if err := resp.Err(); err != nil {
+				w.err = err
+			}
+			w.responses = append(w.responses, resp)
+			w.last = max(w.last, resp.Header.Revision)
+			for _, ev := range resp.Events {
+				w.last = max(w.last, ev.Kv.ModRevision)
+			}
+			w.mu.Unlock()
+		}
+	}()
+	go func() {
+		// Ask for progress now and then: it must never run ahead of events.
+		for ctx.Err() == nil {
+			time.Sleep(300 * time.Millisecond)
+			_ = cl.RequestProgress(ctx)
+		}
+	}()
+	return w
+}
+
+// waitFor waits until the watch has seen revision rev.
+func (w *watchLog) waitFor(t *testing.T, rev int64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("watch at revision %d", rev), func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.last >= rev
+	})
+}
+
+// events returns the watch's events and, per revision, the index of the
+// response that held it.
+func (w *watchLog) events() []*mvccpb.Event {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []*mvccpb.Event
+	for _, r := range w.responses {
+		out = append(out, r.Events...)
+	}
+	return out
+}
+
+// check verifies the watch guarantees against the acknowledged
+// transfers: ordered, unique, atomic (a revision's events in one
+// response), reliable (every acknowledged transfer there), bookmarkable
+// (no event at or below a progress notification's revision after it) and
+// prev_kv (each event's previous value is the key's value before).
+func (w *watchLog) check(t *testing.T, acked []transfer) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		t.Fatalf("watch failed: %v", w.err)
+	}
+	var (
+		lastRev  int64
+		progress int64
+		value    = map[string]string{}
+		byRev    = map[int64][]*mvccpb.Event{}
+	)
+	for _, r := range w.responses {
+		if r.IsProgressNotify() {
+			progress = max(progress, r.Header.Revision)
+			continue
+		}
+		for i, ev := range r.Events {
+			rev := ev.Kv.ModRevision
+			switch {
+			case rev < lastRev:
+				t.Fatalf("event at revision %d after one at %d", rev, lastRev)
+			case rev == lastRev && i == 0:
+				t.Fatalf("revision %d's events came in two responses", rev)
+			case rev <= progress:
+				t.Fatalf("event at revision %d after a progress notification at %d", rev, progress)
+			}
+			for _, other := range byRev[rev] {
+				if string(other.Kv.Key) == string(ev.Kv.Key) {
+					t.Fatalf("key %s twice at revision %d", ev.Kv.Key, rev)
+				}
+			}
+			if prev, ok := value[string(ev.Kv.Key)]; ok && (ev.PrevKv == nil || string(ev.PrevKv.Value) != prev) {
+				t.Fatalf("event %s at %d: prev_kv %v, want value %q", ev.Kv.Key, rev, ev.PrevKv, prev)
+			}
+			value[string(ev.Kv.Key)] = string(ev.Kv.Value)
+			byRev[rev] = append(byRev[rev], ev)
+			lastRev = rev
+		}
+	}
+	for _, tr := range acked {
+		evs := byRev[tr.rev]
+		got := map[string]string{}
+		for _, ev := range evs {
+			got[string(ev.Kv.Key)] = string(ev.Kv.Value)
+		}
+		if len(evs) != 2 || got[tr.from] != tr.fromVal || got[tr.to] != tr.toVal {
+			t.Fatalf("transfer at revision %d (%s=%s, %s=%s): watched %v", tr.rev, tr.from, tr.fromVal, tr.to, tr.toVal, got)
+		}
+	}
+}
+
+// sameFrom requires both watches to hold the same events from revision
+// from on.
+func (w *watchLog) sameFrom(t *testing.T, other *watchLog, from int64) {
+	t.Helper()
+	var a, b []string
+	for _, ev := range w.events() {
+		if ev.Kv.ModRevision >= from {
+			a = append(a, fmt.Sprintf("%s %s@%d=%s", ev.Type, ev.Kv.Key, ev.Kv.ModRevision, ev.Kv.Value))
+		}
+	}
+	for _, ev := range other.events() {
+		b = append(b, fmt.Sprintf("%s %s@%d=%s", ev.Type, ev.Kv.Key, ev.Kv.ModRevision, ev.Kv.Value))
+	}
+	if len(a) != len(b) {
+		t.Fatalf("resumed watch: %d events from revision %d, the first watch %d", len(b), from, len(a))
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("resumed watch: event %d is %s, the first watch had %s", i, b[i], a[i])
+		}
+	}
+}
+
+// TestCoordinatorCrashLeavesNoHalfTxn stops the member that coordinates a
+// transaction across shards once it holds the locks, and once the primary
+// committed: after the locks' TTL the shards roll the transaction back,
+// or forward, and no reader ever sees half of it.
+func TestCoordinatorCrashLeavesNoHalfTxn(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		at        txncoord.Hook
+		committed bool
+	}{
+		{"before-commit", txncoord.HookLocked, false},
+		{"after-primary-commit", txncoord.HookCommitted, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Start(t, 3, WithLockTTL(time.Second))
+			ctx := ctxT(t, time.Minute)
+			cl := c.Client(t, 1, 2)
+			if _, err := cl.Txn(ctx).Then(clientv3.OpPut("a", "0"), clientv3.OpPut("m", "0")).Commit(); err != nil {
+				t.Fatal(err)
+			}
+			split(t, c, 1, "h")
+			split(t, c, 2, "t")
+
+			reached := make(chan struct{})
+			var once sync.Once
+			txncoord.SetTestHook(func(_ context.Context, at txncoord.Hook) bool {
+				if at != tc.at {
+					return false
+				}
+				once.Do(func() { close(reached) })
+				return true
+			})
+			t.Cleanup(func() { txncoord.SetTestHook(nil) })
+			go func() {
+				_, _ = c.Client(t, 0).Txn(ctx).Then(clientv3.OpPut("a", "1"), clientv3.OpPut("m", "1")).Commit()
+			}()
+			select {
+			case <-reached:
+			case <-ctx.Done():
+				t.Fatal("the transaction never reached the hook")
+			}
+			c.Stop(0)
+			txncoord.SetTestHook(nil)
+			// A write in a third shard moves the cluster's revision past
+			// the locks' start: reads now wait for the locks to go.
+			if _, err := cl.Put(ctx, "x", "1"); err != nil {
+				t.Fatal(err)
+			}
+
+			// Readers on the other members see both keys old or both new,
+			// at every moment, and in the end what the primary decided.
+			want := "0"
+			if tc.committed {
+				want = "1"
+			}
+			stopped := time.Now()
+			deadline := stopped.Add(20 * time.Second)
+			for {
+				resp, err := cl.Get(ctx, "a", clientv3.WithRange("n"))
+				if err == nil {
+					if len(resp.Kvs) != 2 || string(resp.Kvs[0].Value) != string(resp.Kvs[1].Value) {
+						t.Fatalf("half a transaction visible at revision %d: %v", resp.Header.Revision, resp.Kvs)
+					}
+					if string(resp.Kvs[0].Value) == want {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("keys never became %q (last: %v %v)", want, resp, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			t.Logf("keys read %q %v after the coordinator stopped", want, time.Since(stopped))
+			// The shards serve writes again.
+			if _, err := cl.Txn(ctx).Then(clientv3.OpPut("a", "2"), clientv3.OpPut("m", "2")).Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cl.Put(ctx, "b", "x"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestDenseRevisionsAcrossShards runs a fault-free mix of writes in one
+// shard and across shards (transactions, deletes, a lease revoked with
+// keys in three shards): the current revision grows by exactly the number
+// of writes, and each write across shards takes one revision.
+func TestDenseRevisionsAcrossShards(t *testing.T) {
+	c := Start(t, 3)
+	ctx := ctxT(t, 2*time.Minute)
+	cl := c.Client(t)
+	for i, at := range []string{"k2", "k4", "k6", "k8"} {
+		split(t, c, i%3, at)
+	}
+	start, err := cl.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg     sync.WaitGroup
+		writes atomic.Int64
+	)
+	for id := range 4 {
+		cl := c.Client(t)
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(id), 3))
+			for i := range 60 {
+				a, b := fmt.Sprintf("k%d%02d", rnd.IntN(10), id), fmt.Sprintf("k%d%02d", rnd.IntN(10), id)
+				v := fmt.Sprint(i)
+				var err error
+				if i%2 == 0 {
+					_, err = cl.Put(ctx, a, v)
+				} else {
+					_, err = cl.Txn(ctx).Then(clientv3.OpPut(a, v), clientv3.OpPut(b+"x", v)).Commit()
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				writes.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+
+	// A delete across shards takes one revision.
+	del, err := cl.Delete(ctx, "k", clientv3.WithRange("k5"))
+	if err != nil || del.Deleted == 0 {
+		t.Fatalf("delete across shards: %v %v", del, err)
+	}
+	writes.Add(1)
+	// So does a lease revoked with keys in three shards.
+	lease, err := cl.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"k1-lease", "k5-lease", "k9-lease"} {
+		if _, err := cl.Put(ctx, k, "v", clientv3.WithLease(lease.ID)); err != nil {
+			t.Fatal(err)
+		}
+		writes.Add(1)
+	}
+	w := cl.Watch(ctx, "k", clientv3.WithRange("l"), clientv3.WithRev(0))
+	revoked, err := cl.Revoke(ctx, lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes.Add(1)
+	select {
+	case wr := <-w:
+		rev := wr.Events[0].Kv.ModRevision
+		if len(wr.Events) != 3 || wr.Events[2].Kv.ModRevision != rev || rev > revoked.Header.Revision {
+			t.Fatalf("lease revocation: %d events in the first response %v, want 3 deletes at one revision", len(wr.Events), wr.Events)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type != mvccpb.DELETE {
+				t.Fatalf("lease revocation: %v", ev)
+			}
+		}
+	case <-ctx.Done():
+		t.Fatal("no events of the revocation")
+	}
+
+	end, err := cl.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := end.Header.Revision - start.Header.Revision; got != writes.Load() {
+		t.Fatalf("revision moved by %d over %d writes", got, writes.Load())
+	}
+}

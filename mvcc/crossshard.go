@@ -1,0 +1,249 @@
+package mvcc
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// A transaction across shards (DESIGN §5) locks each of its shards, which
+// then applies no other write until the transaction commits or aborts
+// there. While every shard holds the lock, the coordinator works out the
+// whole transaction on its own node (PlanTxn): the shards' applied state is
+// their state just before the commit revision. Each shard then applies its
+// part (ApplyWrites), all at the commit revision.
+
+// Lock returns the encoded lock the shard holds, nil when none.
+func (sh *Shard) Lock() []byte {
+	if l := sh.lock.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// Lock returns the shard's lock with this batch's change.
+func (w *Writer) Lock() []byte {
+	if w.lockSet {
+		return w.lock
+	}
+	return w.sh.Lock()
+}
+
+// LockChanged reports whether the batch set or dropped the shard's lock.
+func (w *Writer) LockChanged() bool { return w.lockSet }
+
+// SetLock records the shard's lock (nil: none) with the batch.
+func (w *Writer) SetLock(lock []byte) {
+	w.lock, w.lockSet = lock, true
+	key := appendMetaKey(nil, w.sh.id, metaLock)
+	if lock == nil {
+		_ = w.b.Delete(key, nil)
+		return
+	}
+	_ = w.b.Set(key, lock, nil)
+}
+
+func txnRecordName(id uint64) string {
+	return metaTxn + string(binary.BigEndian.AppendUint64(nil, id))
+}
+
+// SetTxnRecord keeps the commit record of transaction id (nil drops it).
+func (w *Writer) SetTxnRecord(id uint64, record []byte) {
+	key := appendMetaKey(nil, w.sh.id, txnRecordName(id))
+	if record == nil {
+		_ = w.b.Delete(key, nil)
+		return
+	}
+	_ = w.b.Set(key, record, nil)
+}
+
+// TxnRecord returns the commit record of transaction id, as this batch
+// leaves it.
+func (w *Writer) TxnRecord(id uint64) ([]byte, bool, error) {
+	v, closer, err := w.b.Get(appendMetaKey(nil, w.sh.id, txnRecordName(id)))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), true, nil
+}
+
+// ApplyWrites applies one shard's part of a transaction across shards at
+// revision rev: txn holds plain puts (value and lease as given) and
+// single-key deletes, and no compares; subs are their sub revisions. The
+// coordinator worked them out while the shard held the
+// transaction's lock, so they need no checks: the leases they name existed
+// then.
+func (w *Writer) ApplyWrites(ctx context.Context, rev int64, subs []int64, txn *pb.TxnRequest) error {
+	if rev <= w.rev {
+		return fmt.Errorf("mvcc: transaction at revision %d is not above the shard's revision %d", rev, w.rev)
+	}
+	if len(subs) != len(txn.Success) {
+		return fmt.Errorf("mvcc: transaction at revision %d: %d sub revisions for %d operations", rev, len(subs), len(txn.Success))
+	}
+	tw := w.BeginTxn(rev)
+	tw.subs = subs
+	for _, op := range txn.Success {
+		switch tv := op.Request.(type) {
+		case *pb.RequestOp_RequestPut:
+			if _, err := tw.Put(tv.RequestPut.Key, tv.RequestPut.Value, tv.RequestPut.Lease); err != nil {
+				return err
+			}
+		case *pb.RequestOp_RequestDeleteRange:
+			if _, _, err := tw.DeleteRange(ctx, tv.RequestDeleteRange.Key, nil); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("mvcc: transaction at revision %d: unexpected operation %T", rev, op.Request)
+		}
+	}
+	tw.End()
+	return nil
+}
+
+// ContainsRange reports whether the shard's span, with this batch's split,
+// holds the etcd range [key, end).
+func (w *Writer) ContainsRange(key, end []byte) bool { return w.curSpan().containsRange(key, end) }
+
+// ViewOver returns a view at revision rev of shards of one store, in key
+// order, that need not be adjacent: its span runs from the first shard's
+// start to the last one's end, and the caller reads only inside the shards'
+// spans (the keys of a transaction that locked exactly these shards).
+func ViewOver(rev int64, shards []*Shard) *ReadView {
+	first, last := shards[0].span.Load(), shards[len(shards)-1].span.Load()
+	return &ReadView{r: shards[0].store.db, shards: shards, span: keySpan{start: first.start, end: last.end}, rev: rev}
+}
+
+// ShardWrites is one shard's part of a planned transaction.
+type ShardWrites struct {
+	// Txn holds plain puts and single-key deletes, in the order the
+	// transaction made them.
+	Txn *pb.TxnRequest
+	// Subs are the sub revisions of Txn's operations.
+	Subs []int64
+}
+
+// PlanTxn executes rt at revision rev over shards (in key order, each
+// holding the transaction's lock, so that their applied state is their
+// state at rev-1) in a batch that is never committed: compares, checks and
+// operations exactly as one etcd would run them. It returns the response
+// and, per shard that changes, the writes that make the same changes
+// (ApplyWrites). A path that changes nothing returns no writes.
+func PlanTxn(ctx context.Context, shards []*Shard, rev int64, rt *pb.TxnRequest, leases LeaseChecker) (*pb.TxnResponse, map[uint64]*ShardWrites, error) {
+	b := shards[0].store.db.NewIndexedBatch()
+	defer b.Close()
+	x := &crossTxn{b: b, shards: shards, view: *ViewOver(rev-1, shards), rev: rev, writes: make(map[uint64]*ShardWrites)}
+	x.view.r = b
+	path := TxnPath(ctx, x, rt)
+	if err := CheckTxn(ctx, x, rt, leases, path); err != nil {
+		return nil, nil, err
+	}
+	resp, _ := newTxnResp(rt, path)
+	if _, err := executeTxn(ctx, x, rt, path, resp); err != nil {
+		return nil, nil, err
+	}
+	resp.Header.Revision = x.curRev()
+	return resp, x.writes, nil
+}
+
+// crossTxn executes a transaction over several shards through one batch,
+// recording each shard's writes.
+type crossTxn struct {
+	b       *pebble.Batch
+	shards  []*Shard
+	view    ReadView // over b: sees the transaction's own writes
+	rev     int64
+	changes int64
+	tws     []*TxnWrite // by index in shards, made on first write
+	writes  map[uint64]*ShardWrites
+}
+
+func (x *crossTxn) Rev() int64      { return x.rev - 1 }
+func (x *crossTxn) FirstRev() int64 { return x.view.compactRev() }
+
+func (x *crossTxn) curRev() int64 {
+	if x.changes > 0 {
+		return x.rev
+	}
+	return x.rev - 1
+}
+
+func (x *crossTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
+	cur := x.curRev()
+	return x.view.rangeKeys(ctx, key, end, cur, ro)
+}
+
+// writerFor returns the transaction write of the shard that holds key.
+func (x *crossTxn) writerFor(key []byte) (*TxnWrite, *Shard, error) {
+	if x.tws == nil {
+		x.tws = make([]*TxnWrite, len(x.shards))
+	}
+	for i, sh := range x.shards {
+		if !sh.Contains(key) {
+			continue
+		}
+		if x.tws[i] == nil {
+			w := &Writer{sh: sh, b: x.b, rev: sh.rev.Load(), compact: sh.compact.Load()}
+			x.tws[i] = w.BeginTxn(x.rev)
+		}
+		return x.tws[i], sh, nil
+	}
+	return nil, nil, fmt.Errorf("mvcc: key %q is in none of the transaction's shards", key)
+}
+
+func (x *crossTxn) record(sh *Shard, op *pb.RequestOp) {
+	w := x.writes[sh.id]
+	if w == nil {
+		w = &ShardWrites{Txn: &pb.TxnRequest{}}
+		x.writes[sh.id] = w
+	}
+	w.Txn.Success = append(w.Txn.Success, op)
+	w.Subs = append(w.Subs, x.changes)
+	x.changes++
+}
+
+func (x *crossTxn) Put(key, value []byte, lease int64) (int64, error) {
+	tw, sh, err := x.writerFor(key)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tw.Put(key, value, lease); err != nil {
+		return 0, err
+	}
+	x.record(sh, &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
+		Key: bytes.Clone(key), Value: bytes.Clone(value), Lease: lease,
+	}}})
+	return x.rev, nil
+}
+
+func (x *crossTxn) DeleteRange(ctx context.Context, key, end []byte) (int64, int64, error) {
+	rr, err := x.Range(ctx, key, end, RangeOptions{KeysOnly: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, kv := range rr.KVs {
+		tw, sh, err := x.writerFor(kv.Key)
+		if err != nil {
+			return 0, 0, err
+		}
+		if err := tw.delete(kv.Key, kv.Lease); err != nil {
+			return 0, 0, err
+		}
+		x.record(sh, &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{
+			Key: bytes.Clone(kv.Key),
+		}}})
+	}
+	n := int64(len(rr.KVs))
+	if n != 0 || x.changes > 0 {
+		return n, x.rev, nil
+	}
+	return 0, x.rev - 1, nil
+}

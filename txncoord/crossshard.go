@@ -1,0 +1,347 @@
+package txncoord
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/basaltdb/basalt/mvcc"
+	"github.com/basaltdb/basalt/proto/basaltpb"
+	"github.com/basaltdb/basalt/shard"
+)
+
+// DefaultLockTTL is how long a transaction across shards may hold a
+// shard's lock before the shard's leader resolves it through the primary
+// (the coordinator may have died).
+const DefaultLockTTL = 5 * time.Second
+
+// txnPart is one shard of a transaction across shards, with the parts of
+// the transaction's spans inside it.
+type txnPart struct {
+	desc  *basaltpb.ShardDescriptor
+	spans []*basaltpb.KeyRange
+	rep   *shard.Replica
+}
+
+// partsOf returns the shards the spans touch, in key order, each with the
+// spans clipped to it.
+func (c *Coordinator) partsOf(spans []keySpan) ([]*txnPart, error) {
+	byID := make(map[uint64]*txnPart)
+	var parts []*txnPart
+	for _, s := range spans {
+		for _, d := range c.cache.Overlapping(s.key, s.end) {
+			p := byID[d.ShardId]
+			if p == nil {
+				rep, err := c.shards.Replica(d.ShardId)
+				if err != nil {
+					return nil, err
+				}
+				p = &txnPart{desc: d, rep: rep}
+				byID[d.ShardId] = p
+				parts = append(parts, p)
+			}
+			p.spans = append(p.spans, clip(s, d))
+		}
+	}
+	slices.SortFunc(parts, func(a, b *txnPart) int { return bytes.Compare(a.desc.Start, b.desc.Start) })
+	return parts, nil
+}
+
+// clip returns the part of span s inside shard d, as an etcd range.
+func clip(s keySpan, d *basaltpb.ShardDescriptor) *basaltpb.KeyRange {
+	if len(s.end) == 0 {
+		return &basaltpb.KeyRange{Key: s.key}
+	}
+	key, end := s.key, spanEnd(s)
+	if bytes.Compare(key, d.Start) < 0 {
+		key = d.Start
+	}
+	toEnd := len(end) == 1 && end[0] == 0
+	if len(d.End) > 0 && (toEnd || bytes.Compare(end, d.End) > 0) {
+		end = d.End
+	}
+	return &basaltpb.KeyRange{Key: key, End: end}
+}
+
+// txnAcross runs a write transaction whose keys fall in several shards
+// (DESIGN §5): it locks every shard (in shard id order, so that two
+// transactions never wait for each other), works the transaction out on
+// this node's replicas while they are frozen under the locks, commits the
+// primary (the commit point, with a record of the other shards' writes),
+// then the others. A transaction whose chosen branch writes nothing takes
+// no revision: its locks are dropped and it is answered as a read.
+func (c *Coordinator) txnAcross(ctx context.Context, r *pb.TxnRequest, parts []*txnPart) (*pb.TxnResponse, error) {
+	start, err := c.tso.Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id := rand.Uint64() | 1
+	order := slices.Clone(parts)
+	slices.SortFunc(order, func(a, b *txnPart) int { return cmpID(a.desc.ShardId, b.desc.ShardId) })
+	primary := order[0].desc.ShardId
+	var locked []*txnPart
+	abort := func() { c.abortParts(id, locked) }
+	for _, p := range order {
+		res, err := c.txnStep(ctx, p.desc.ShardId, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Lock{Lock: &basaltpb.LockCommand{
+			TxnId: id, StartRevision: start, PrimaryShard: primary, Spans: p.spans, TtlMs: c.lockTTL.Milliseconds(),
+		}}})
+		if err == nil {
+			err = shard.CodeError(res.Error)
+		}
+		if err != nil {
+			// The lock may have been taken even so: dropping it is harmless.
+			locked = append(locked, p)
+			abort()
+			return nil, err
+		}
+		locked = append(locked, p)
+	}
+	shards := make([]*mvcc.Shard, len(parts))
+	for i, p := range parts {
+		if err := p.rep.WaitLocked(ctx, id); err != nil {
+			abort()
+			return nil, err
+		}
+		shards[i] = p.rep.Shard()
+	}
+	if testHook(ctx, HookLocked) {
+		return nil, errCrashed
+	}
+
+	// The shards are frozen: their applied state is the cluster's at any
+	// revision from now until the commit.
+	now, err := c.tso.Current(ctx)
+	if err != nil {
+		abort()
+		return nil, err
+	}
+	resp, err := mvcc.ReadTxn(ctx, mvcc.ViewOver(now, shards), r, c.leases)
+	if !errors.Is(err, mvcc.ErrTxnWrites) {
+		abort()
+		return resp, err
+	}
+	rev, err := c.tso.Allocate(ctx, 1)
+	if err != nil {
+		abort()
+		return nil, err
+	}
+	resp, writes, err := mvcc.PlanTxn(ctx, shards, rev, r, c.leases)
+	if err != nil {
+		abort()
+		return nil, err
+	}
+	encoded := make(map[uint64]*basaltpb.ShardWrites, len(writes))
+	for sid, w := range writes {
+		data, err := proto.Marshal(w.Txn)
+		if err != nil {
+			abort()
+			return nil, err
+		}
+		encoded[sid] = &basaltpb.ShardWrites{Txn: data, Subs: w.Subs}
+	}
+	record := make(map[uint64]*basaltpb.ShardWrites, len(encoded))
+	for sid, w := range encoded {
+		if sid != primary {
+			record[sid] = w
+		}
+	}
+	if err := c.commitPrimary(ctx, id, primary, rev, encoded[primary], record); err != nil {
+		c.abortParts(id, order[1:])
+		return nil, err
+	}
+	if testHook(ctx, HookCommitted) {
+		return nil, errCrashed
+	}
+	// Committed. The other shards follow; readers there wait for them.
+	forget := c.commitOthers(ctx, id, rev, order[1:], encoded)
+	if forget {
+		go c.forget(id, primary)
+	}
+	return resp, nil
+}
+
+func cmpID(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// commitPrimary commits the transaction on its primary shard. When the
+// outcome is unknown (a timeout, a leader change), it settles it: an abort
+// at the primary either finds the commit or makes sure it never happens.
+func (c *Coordinator) commitPrimary(ctx context.Context, id, primary uint64, rev int64, writes *basaltpb.ShardWrites, record map[uint64]*basaltpb.ShardWrites) error {
+	res, err := c.txnStep(ctx, primary, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Commit{Commit: &basaltpb.CommitCommand{
+		TxnId: id, Revision: rev, Writes: writes, Record: record, Primary: true,
+	}}})
+	if err == nil {
+		return shard.CodeError(res.Error)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RetryTimeout)
+	defer cancel()
+	res, serr := c.txnStep(sctx, primary, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Abort{Abort: &basaltpb.AbortCommand{TxnId: id, ForShard: primary}}})
+	switch {
+	case serr != nil:
+		return err // unknown still: the lock's TTL settles it
+	case res.Committed:
+		return nil
+	}
+	return shard.ErrTxnAborted
+}
+
+// commitOthers commits the transaction on its other shards, in parallel,
+// and reports whether all did (the primary's record is no longer needed).
+// A shard that fails is rolled forward by its leader after the lock's TTL.
+func (c *Coordinator) commitOthers(ctx context.Context, id uint64, rev int64, parts []*txnPart, writes map[uint64]*basaltpb.ShardWrites) bool {
+	ctx = context.WithoutCancel(ctx)
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+		ok = true
+	)
+	for _, p := range parts {
+		wg.Go(func() {
+			sid := p.desc.ShardId
+			sctx, cancel := context.WithTimeout(ctx, RetryTimeout)
+			defer cancel()
+			res, err := c.txnStep(sctx, sid, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Commit{Commit: &basaltpb.CommitCommand{
+				TxnId: id, Revision: rev, Writes: writes[sid],
+			}}})
+			if err == nil {
+				err = shard.CodeError(res.Error)
+			}
+			if err != nil {
+				c.lg.Warn("commit-across-shards", zap.Uint64("shard-id", sid), zap.Uint64("txn-id", id), zap.Error(err))
+				mu.Lock()
+				ok = false
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return ok
+}
+
+// abortParts drops a transaction's locks (best effort: a lock left behind
+// is resolved after its TTL).
+func (c *Coordinator) abortParts(id uint64, parts []*txnPart) {
+	ctx, cancel := context.WithTimeout(context.Background(), RetryTimeout)
+	defer cancel()
+	for _, p := range parts {
+		if _, err := c.txnStep(ctx, p.desc.ShardId, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Abort{Abort: &basaltpb.AbortCommand{TxnId: id}}}); err != nil {
+			c.lg.Debug("abort-across-shards", zap.Uint64("shard-id", p.desc.ShardId), zap.Uint64("txn-id", id), zap.Error(err))
+		}
+	}
+}
+
+// forget drops the primary's commit record once every shard committed.
+func (c *Coordinator) forget(id, primary uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), RetryTimeout)
+	defer cancel()
+	if _, err := c.txnStep(ctx, primary, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Forget{Forget: &basaltpb.ForgetCommand{TxnId: id}}}); err != nil {
+		c.lg.Debug("forget-across-shards", zap.Uint64("txn-id", id), zap.Error(err))
+	}
+}
+
+// ResolveLock settles a lock whose TTL ran out (shard.LockResolver): an
+// abort at the primary either rolls the transaction back there or finds it
+// committed; the shard then commits its part or drops its lock.
+func (c *Coordinator) ResolveLock(ctx context.Context, shardID uint64, l *basaltpb.LockCommand) error {
+	res, err := c.txnStep(ctx, l.PrimaryShard, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Abort{Abort: &basaltpb.AbortCommand{TxnId: l.TxnId, ForShard: shardID}}})
+	if err != nil || l.PrimaryShard == shardID {
+		return err
+	}
+	step := &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Abort{Abort: &basaltpb.AbortCommand{TxnId: l.TxnId}}}
+	if res.Committed {
+		step = &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Commit{Commit: &basaltpb.CommitCommand{
+			TxnId: l.TxnId, Revision: res.Revision, Writes: res.Writes,
+		}}}
+	}
+	c.lg.Info("resolve-expired-lock", zap.Uint64("shard-id", shardID), zap.Uint64("txn-id", l.TxnId), zap.Bool("committed", res.Committed))
+	_, err = c.txnStep(ctx, shardID, step)
+	return err
+}
+
+// txnStep runs a step of a transaction across shards at the shard's
+// leader: here, or through the Internal service.
+func (c *Coordinator) txnStep(ctx context.Context, shardID uint64, cmd *basaltpb.DataCommand) (*basaltpb.TxnResult, error) {
+	var res *basaltpb.TxnResult
+	err := Retry(ctx, func() (err error) {
+		res, err = c.TxnStepHere(ctx, shardID, cmd)
+		leader := shard.LeaderElsewhere(err)
+		if leader == 0 || c.peers == nil {
+			return err
+		}
+		peer, err := c.peers.Internal(leader)
+		if err != nil {
+			return err
+		}
+		data, err := proto.Marshal(cmd)
+		if err != nil {
+			return err
+		}
+		resp, err := peer.TxnStep(ctx, &basaltpb.TxnStepRequest{ShardId: shardID, Command: data})
+		if err != nil {
+			return FromRemote(err)
+		}
+		res = resp.Result
+		return nil
+	})
+	return res, err
+}
+
+// TxnStepHere runs a step of a transaction across shards on this node's
+// replica of the shard, which must lead it.
+func (c *Coordinator) TxnStepHere(ctx context.Context, shardID uint64, cmd *basaltpb.DataCommand) (*basaltpb.TxnResult, error) {
+	rep, err := c.shards.Replica(shardID)
+	if err != nil {
+		return nil, err
+	}
+	return rep.TxnStep(ctx, cmd)
+}
+
+// Hook names a point of a transaction across shards where a test may
+// make its coordinator stop as if it had died (SetTestHook).
+type Hook int
+
+const (
+	// HookLocked is reached once every shard holds the transaction's lock.
+	HookLocked Hook = iota
+	// HookCommitted is reached once the primary committed, before the
+	// other shards do.
+	HookCommitted
+)
+
+// errCrashed is what a coordinator that a test hook stopped answers; it
+// leaves its locks as a dead coordinator would.
+var errCrashed = errors.New("txncoord: coordinator stopped by a test hook")
+
+var testHookFn atomic.Pointer[func(context.Context, Hook) bool]
+
+// SetTestHook makes every coordinator in the process call f at each Hook;
+// when f returns true the coordinator stops there as if it had died (its
+// locks stay until their TTL). Tests only; nil removes it.
+func SetTestHook(f func(ctx context.Context, at Hook) (crash bool)) {
+	if f == nil {
+		testHookFn.Store(nil)
+		return
+	}
+	testHookFn.Store(&f)
+}
+
+func testHook(ctx context.Context, at Hook) bool {
+	f := testHookFn.Load()
+	return f != nil && (*f)(ctx, at)
+}
