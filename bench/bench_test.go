@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -290,6 +291,25 @@ func TestSplitKeysSpreadTheKeySpace(t *testing.T) {
 		for i, c := range counts {
 			if c < keys/n*9/10 || c > keys/n*11/10 {
 				t.Errorf("%d shards: shard %d holds %d of %d keys: %v", n, i, c, keys, counts)
+			}
+		}
+	}
+}
+
+func TestKeyInPartFallsInItsShard(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{2, 8} {
+		splits := SplitKeys(n)
+		for i := range n {
+			for range 1000 {
+				k := makeKey(8, keyInPart(r, 100000, i, n))
+				shard := 0
+				for shard < len(splits) && k >= string(splits[shard]) {
+					shard++
+				}
+				if shard != i {
+					t.Fatalf("%d parts: a key of part %d is in shard %d", n, i, shard)
+				}
 			}
 		}
 	}

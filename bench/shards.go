@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"time"
 
@@ -22,6 +23,15 @@ func SplitKeys(n int) [][]byte {
 		keys = append(keys, []byte{byte(0x80 + i*128/n)})
 	}
 	return keys
+}
+
+// keyInPart returns a random key number below space whose key falls in
+// part i of the n parts SplitKeys(n) makes: a number from 64 on whose low 6
+// bits place the key's first byte in the part.
+func keyInPart(r *rand.Rand, space int64, i, n int) int64 {
+	lo, hi := int64(i*64/n), int64((i+1)*64/n)
+	high := 64 + r.Int64N(max(space-64, 64))&^63
+	return high | (lo + r.Int64N(max(hi-lo, 1)))
 }
 
 // splitBasalt splits a Basalt cluster's key space into n shards

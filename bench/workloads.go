@@ -23,6 +23,10 @@ type WorkloadConfig struct {
 	KeysOnly       bool    // range
 	CountOnly      bool    // range
 	TxnOps         int     // txn-put: puts per transaction
+	// TxnShards, when above 1, spreads each txn-put transaction over that
+	// many equal parts of the key space (the shards of compare --shards
+	// TxnShards): put i goes to part i mod TxnShards.
+	TxnShards int
 	ReadRatio      float64 // txn-mixed: share of reads
 	Streams        int     // watch: watch streams
 	WatchersPer    int     // watch: watchers per stream
@@ -192,7 +196,7 @@ type txnPutWorkload struct {
 
 func (t *txnPutWorkload) Name() string { return "txn-put" }
 func (t *txnPutWorkload) Params() map[string]any {
-	return map[string]any{"txn-ops": t.cfg.TxnOps, "key-size": t.cfg.KeySize, "val-size": t.cfg.ValueSize, "key-space-size": t.cfg.KeySpace}
+	return map[string]any{"txn-ops": t.cfg.TxnOps, "txn-shards": t.cfg.TxnShards, "key-size": t.cfg.KeySize, "val-size": t.cfg.ValueSize, "key-space-size": t.cfg.KeySpace}
 }
 func (t *txnPutWorkload) Prepare(context.Context, *clientv3.Client) error { return nil }
 
@@ -202,6 +206,9 @@ func (t *txnPutWorkload) Op(ctx context.Context, w *Worker) error {
 	seen := make(map[int64]bool, t.cfg.TxnOps)
 	for len(ops) < t.cfg.TxnOps {
 		n := w.Rand.Int64N(int64(t.cfg.KeySpace))
+		if t.cfg.TxnShards > 1 {
+			n = keyInPart(w.Rand, int64(t.cfg.KeySpace), len(ops)%t.cfg.TxnShards, t.cfg.TxnShards)
+		}
 		if seen[n] {
 			continue
 		}

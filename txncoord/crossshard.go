@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -155,8 +157,13 @@ func (c *Coordinator) txnAcross(ctx context.Context, r *pb.TxnRequest, parts []*
 		}
 	}
 	if err := c.commitPrimary(ctx, id, primary, rev, encoded[primary], record); err != nil {
-		c.abortParts(id, order[1:])
-		return nil, err
+		if errors.Is(err, shard.ErrTxnAborted) {
+			c.abortParts(id, order[1:])
+			return nil, err // it never took effect: retried
+		}
+		// Perhaps committed: the locks' TTL settles it either way, and the
+		// client hears what etcd answers when it cannot tell.
+		return nil, fmt.Errorf("txncoord: commit of a transaction across shards: %v: %w", err, dragonboat.ErrTimeout)
 	}
 	if testHook(ctx, HookCommitted) {
 		return nil, errCrashed

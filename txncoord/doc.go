@@ -37,9 +37,27 @@
 //     does, compacts every shard through its log, and records the revision in
 //     the meta group.
 //
-// A write whose keys fall in more than one shard fails with CrossShardError
-// (gRPC Unimplemented, naming the shards) until cross-shard transactions
-// exist; a read-only Txn may span shards.
+// # Transactions across shards
+//
+// A write Txn (or DeleteRange) whose keys fall in several shards runs as a
+// transaction across them (txnAcross, DESIGN §5). The coordinator is the
+// node the client reached; it locks each shard through its Raft log, in
+// shard id order, so that two transactions never wait for each other. A
+// locked shard applies no other write until the transaction commits or
+// aborts there: its applied state is the cluster's just before the commit
+// revision, and reads above the lock's start revision wait. The coordinator
+// works the transaction out against its own replicas (mvcc.PlanTxn: etcd's
+// semantics exactly, one revision, sub revisions in operation order), takes
+// the commit revision from the TSO, commits the primary (the lowest shard
+// id; its commit is the commit point and records the other shards' writes),
+// then the others, then drops the record. A transaction whose chosen branch
+// writes nothing drops its locks and is answered as a read: it takes no
+// revision.
+//
+// A lock held past its TTL (the coordinator died or stalled) is resolved by
+// the shard's leader (ResolveLock): an abort at the primary either rolls
+// the transaction back there, and then everywhere, or finds its commit
+// record, and the shard commits its part.
 //
 // # Routing and splits
 //

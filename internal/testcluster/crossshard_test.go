@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -128,12 +130,7 @@ func TestBankAcrossShards(t *testing.T) {
 		time.Sleep(time.Second)
 		split(t, c, i%3, account(at))
 	}
-	for victim := range 3 {
-		time.Sleep(1500 * time.Millisecond)
-		c.Stop(victim)
-		time.Sleep(time.Second)
-		c.Restart(victim)
-	}
+	restartEach(c, 1500*time.Millisecond)
 	time.Sleep(2 * time.Second)
 	stop()
 	wg.Wait()
@@ -218,20 +215,26 @@ type watchLog struct {
 
 func startWatchLog(ctx context.Context, cl *clientv3.Client, from int64) *watchLog {
 	w := &watchLog{}
-	ch := cl.Watch(clientv3.WithRequireLeader(ctx), bankPrefix, clientv3.WithPrefix(), clientv3.WithRev(from),
-		clientv3.WithPrevKV(), clientv3.WithProgressNotify())
 	go func() {
-		for resp := range ch {
-			w.mu.Lock()
-			if err := resp.Err(); err != nil {
-				w.err = err
+		// A watch that ends (its member stopped while the cluster had no
+		// leader) is opened again after its last event, as clients do.
+		next := from
+		for ctx.Err() == nil {
+			ch := cl.Watch(ctx, bankPrefix, clientv3.WithPrefix(), clientv3.WithRev(next),
+				clientv3.WithPrevKV(), clientv3.WithProgressNotify())
+			for resp := range ch {
+				w.mu.Lock()
+				if err := resp.Err(); err != nil && ctx.Err() == nil {
+					w.err = err
+				}
+				w.responses = append(w.responses, resp)
+				w.last = max(w.last, resp.Header.Revision)
+				for _, ev := range resp.Events {
+					w.last = max(w.last, ev.Kv.ModRevision)
+					next = ev.Kv.ModRevision + 1
+				}
+				w.mu.Unlock()
 			}
-			w.responses = append(w.responses, resp)
-			w.last = max(w.last, resp.Header.Revision)
-			for _, ev := range resp.Events {
-				w.last = max(w.last, ev.Kv.ModRevision)
-			}
-			w.mu.Unlock()
 		}
 	}()
 	go func() {
@@ -247,11 +250,19 @@ func startWatchLog(ctx context.Context, cl *clientv3.Client, from int64) *watchL
 // waitFor waits until the watch has seen revision rev.
 func (w *watchLog) waitFor(t *testing.T, rev int64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("watch at revision %d", rev), func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.last >= rev
-	})
+		last, err, n := w.last, w.err, len(w.responses)
+		w.mu.Unlock()
+		if last >= rev {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watch at revision %d after %d responses, want %d (error: %v)", last, n, rev, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // events returns the watch's events and, per revision, the index of the
@@ -517,5 +528,194 @@ func TestDenseRevisionsAcrossShards(t *testing.T) {
 	}
 	if got := end.Header.Revision - start.Header.Revision; got != writes.Load() {
 		t.Fatalf("revision moved by %d over %d writes", got, writes.Load())
+	}
+}
+
+// multiRegs are the registers of the multi-key model, one per shard.
+const multiRegs = 4
+
+func multiReg(i int) string { return fmt.Sprintf("reg/%d", i) }
+
+// multiState is the model's state: the registers' values and the newest
+// revision a completed operation revealed.
+type multiState struct {
+	vals [multiRegs]string
+	rev  int64
+}
+
+// multiInput is one operation: a read of every register, or a transaction
+// that writes two registers (under compares on both, for cas).
+type multiInput struct {
+	op     string // "read", "write" or "cas"
+	i, j   int
+	value  string
+	expect [2]string // cas: the values of i and j it compares
+}
+
+type multiOutput struct {
+	vals    [multiRegs]string // read
+	rev     int64             // the response's header revision
+	ok      bool              // cas
+	unknown bool
+}
+
+// multiModel is a set of registers written together by transactions
+// across shards, with one cluster-wide revision: a read sees the values
+// and a revision not below any revision revealed before it; a write
+// commits at a revision above every one revealed before it.
+var multiModel = (&porcupine.NondeterministicModel{
+	Init: func() []any {
+		var s multiState
+		for i := range s.vals {
+			s.vals[i] = "0"
+		}
+		return []any{s}
+	},
+	Step: func(state, input, output any) []any {
+		st, in, out := state.(multiState), input.(multiInput), output.(multiOutput)
+		written := st
+		written.vals[in.i], written.vals[in.j] = in.value, in.value
+		matches := in.op == "write" || st.vals[in.i] == in.expect[0] && st.vals[in.j] == in.expect[1]
+		switch {
+		case in.op == "read":
+			if out.vals != st.vals || out.rev < st.rev {
+				return nil
+			}
+			st.rev = out.rev
+			return []any{st}
+		case out.unknown:
+			if matches {
+				return []any{st, written} // it may or may not have applied
+			}
+			return []any{st}
+		case out.rev <= st.rev && (in.op == "write" || out.ok):
+			return nil // a write must take a newer revision
+		case in.op == "write" || out.ok:
+			if !matches {
+				return nil
+			}
+			written.rev = out.rev
+			return []any{written}
+		}
+		if matches { // a cas that failed although it matched
+			return nil
+		}
+		return []any{st}
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(multiInput), output.(multiOutput)
+		switch {
+		case in.op == "read":
+			return fmt.Sprintf("read -> %v @%d", out.vals, out.rev)
+		case out.unknown:
+			return fmt.Sprintf("%s(%d,%d := %s) -> ?", in.op, in.i, in.j, in.value)
+		}
+		return fmt.Sprintf("%s(%d,%d %v := %s) -> %v @%d", in.op, in.i, in.j, in.expect, in.value, out.ok, out.rev)
+	},
+}).ToModel()
+
+// TestLinearizableTxnsAcrossShards runs transactions that write two
+// registers in different shards (blind, and compare-and-swap on both) and
+// reads of all registers, from several clients, while members are stopped
+// and restarted; porcupine checks the history against a model with one
+// cluster-wide revision.
+func TestLinearizableTxnsAcrossShards(t *testing.T) {
+	c := Start(t, 3, WithLockTTL(2*time.Second))
+	ctx := ctxT(t, 3*time.Minute)
+	setup := c.Client(t)
+	var ops []clientv3.Op
+	for i := range multiRegs {
+		ops = append(ops, clientv3.OpPut(multiReg(i), "0"))
+	}
+	if _, err := setup.Txn(ctx).Then(ops...).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < multiRegs; i++ {
+		split(t, c, i%3, multiReg(i))
+	}
+
+	start := time.Now()
+	now := func() int64 { return int64(time.Since(start)) }
+	var (
+		mu      sync.Mutex
+		history []porcupine.Operation
+		wg      sync.WaitGroup
+	)
+	wctx, stop := context.WithCancel(ctx)
+	for id := range 3 {
+		cl := c.Client(t)
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(id), 5))
+			var last multiOutput
+			for seq := 0; wctx.Err() == nil; seq++ {
+				in := multiInput{i: rnd.IntN(multiRegs), j: rnd.IntN(multiRegs - 1), value: fmt.Sprintf("%d-%d", id, seq)}
+				if in.j >= in.i {
+					in.j++
+				}
+				var out multiOutput
+				call := now()
+				octx, cancel := context.WithTimeout(wctx, 3*time.Second)
+				var err error
+				switch r := rnd.IntN(10); {
+				case r < 4:
+					in.op = "read"
+					var resp *clientv3.GetResponse
+					if resp, err = cl.Get(octx, "reg/", clientv3.WithPrefix()); err == nil {
+						for k, kv := range resp.Kvs {
+							out.vals[k] = string(kv.Value)
+						}
+						out.rev = resp.Header.Revision
+						last = out
+					}
+				case r < 6:
+					in.op = "write"
+					var resp *clientv3.TxnResponse
+					resp, err = cl.Txn(octx).Then(clientv3.OpPut(multiReg(in.i), in.value), clientv3.OpPut(multiReg(in.j), in.value)).Commit()
+					if err == nil {
+						out.rev = resp.Header.Revision
+					}
+				default:
+					in.op = "cas"
+					in.expect = [2]string{last.vals[in.i], last.vals[in.j]}
+					if in.expect[0] == "" {
+						in.expect = [2]string{"0", "0"}
+					}
+					var resp *clientv3.TxnResponse
+					resp, err = cl.Txn(octx).If(
+						clientv3.Compare(clientv3.Value(multiReg(in.i)), "=", in.expect[0]),
+						clientv3.Compare(clientv3.Value(multiReg(in.j)), "=", in.expect[1]),
+					).Then(clientv3.OpPut(multiReg(in.i), in.value), clientv3.OpPut(multiReg(in.j), in.value)).Commit()
+					if err == nil {
+						out.ok, out.rev = resp.Succeeded, resp.Header.Revision
+					}
+				}
+				cancel()
+				ret := now()
+				if err != nil {
+					if in.op == "read" {
+						continue // a failed read observed nothing
+					}
+					out.unknown, ret = true, math.MaxInt64
+				}
+				mu.Lock()
+				history = append(history, porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret})
+				mu.Unlock()
+			}
+		})
+	}
+	restartEach(c, 2*time.Second)
+	time.Sleep(2 * time.Second)
+	stop()
+	wg.Wait()
+	checkHistory(t, multiModel, history, 100, func(out any) bool { return out.(multiOutput).unknown })
+}
+
+// restartEach stops and restarts each member in turn, pause apart.
+func restartEach(c *Cluster, pause time.Duration) {
+	for victim := range c.Nodes {
+		time.Sleep(pause)
+		c.Stop(victim)
+		time.Sleep(time.Second)
+		c.Restart(victim)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -202,22 +203,35 @@ func registerWorkload(t *testing.T, c *Cluster, keys []string, during func()) []
 // Unknown answer fails too).
 func checkRegisters(t *testing.T, history []porcupine.Operation) {
 	t.Helper()
-	ok, unknown := 0, 0
+	checkHistory(t, registerModel, history, 200, func(out any) bool { return out.(registerOutput).unknown })
+}
+
+// checkHistory requires a history of at least minCompleted completed
+// operations to be linearizable under model (an Unknown answer fails too).
+func checkHistory(t *testing.T, model porcupine.Model, history []porcupine.Operation, minCompleted int, unknown func(output any) bool) {
+	t.Helper()
+	ok, unsure := 0, 0
 	for _, op := range history {
-		if op.Output.(registerOutput).unknown {
-			unknown++
+		if unknown(op.Output) {
+			unsure++
 		} else {
 			ok++
 		}
 	}
-	if ok < 200 {
+	if ok < minCompleted {
 		t.Fatalf("only %d operations completed", ok)
 	}
-	res, info := porcupine.CheckOperationsVerbose(registerModel, history, time.Minute)
+	res, info := porcupine.CheckOperationsVerbose(model, history, time.Minute)
 	if res != porcupine.Ok {
-		path := t.TempDir() + "/history.html"
-		_ = porcupine.VisualizePath(registerModel, info, path)
+		// Kept after the test (not in t.TempDir) for a look in a browser.
+		f, err := os.CreateTemp("", "history-*.html")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := f.Name()
+		_ = f.Close()
+		_ = porcupine.VisualizePath(model, info, path)
 		t.Fatalf("history of %d operations is %s (visualization: %s)", len(history), res, path)
 	}
-	t.Logf("%d operations linearizable (%d with unknown outcome)", len(history), unknown)
+	t.Logf("%d operations linearizable (%d with unknown outcome)", len(history), unsure)
 }
