@@ -12,28 +12,28 @@ import (
 
 // WorkloadConfig holds the settings of every workload; each uses its own.
 type WorkloadConfig struct {
-	KeySize        int     // bytes per key (put, txn-put, range)
-	ValueSize      int     // bytes per value
-	KeySpace       int     // distinct keys written
-	SequentialKeys bool    // write keys in order instead of at random
-	Consistency    string  // range: "l" (linearizable) or "s" (serializable)
-	Limit          int64   // range: limit
-	Prefix         bool    // range: read a prefix of PrefixKeys keys
-	PrefixKeys     int     // range: keys under the prefix
-	KeysOnly       bool    // range
-	CountOnly      bool    // range
-	TxnOps         int     // txn-put: puts per transaction
+	KeySize        int    // bytes per key (put, txn-put, range)
+	ValueSize      int    // bytes per value
+	KeySpace       int    // distinct keys written
+	SequentialKeys bool   // write keys in order instead of at random
+	Consistency    string // range: "l" (linearizable) or "s" (serializable)
+	Limit          int64  // range: limit
+	Prefix         bool   // range: read a prefix of PrefixKeys keys
+	PrefixKeys     int    // range: keys under the prefix
+	KeysOnly       bool   // range
+	CountOnly      bool   // range
+	TxnOps         int    // txn-put: puts per transaction
 	// TxnShards, when above 1, spreads each txn-put transaction over that
 	// many equal parts of the key space (the shards of compare --shards
 	// TxnShards): put i goes to part i mod TxnShards.
-	TxnShards int
-	ReadRatio      float64 // txn-mixed: share of reads
-	Streams        int     // watch: watch streams
-	WatchersPer    int     // watch: watchers per stream
-	Leases         int     // lease-keepalive: leases kept alive
-	Objects        int     // k8s: objects created before the run
-	PageSize       int64   // k8s: list page size
-	Watchers       int     // k8s: watchers of the object prefix
+	TxnShards   int
+	ReadRatio   float64 // txn-mixed: share of reads
+	Streams     int     // watch: watch streams
+	WatchersPer int     // watch: watchers per stream
+	Leases      int     // lease-keepalive: leases kept alive
+	Objects     int     // k8s: objects created before the run
+	PageSize    int64   // k8s: list page size
+	Watchers    int     // k8s: watchers of the object prefix
 }
 
 // DefaultWorkloadConfig has the defaults of etcd's benchmark tool where it

@@ -17,15 +17,16 @@ import (
 // from is below the compacted revision (the change log at the compacted
 // revision itself is kept).
 func (sh *Shard) Changes(ctx context.Context, from, to int64, maxRevs int) (evs []*mvccpb.Event, more int64, err error) {
-	return ChangesIn(ctx, []*Shard{sh}, from, to, maxRevs)
+	evs, _, more, err = ChangesIn(ctx, []*Shard{sh}, from, to, maxRevs)
+	return evs, more, err
 }
 
 // ChangesIn is Changes of several shards of one store at once, in
 // revision and sub revision order (the order one etcd's watch reports a
 // transaction's events in, also when the transaction wrote to several of
-// the shards). It fails with ErrCompacted when from is below a shard's
-// compacted revision.
-func ChangesIn(ctx context.Context, shards []*Shard, from, to int64, maxRevs int) (evs []*mvccpb.Event, more int64, err error) {
+// the shards), with the events' sub revisions. It fails with ErrCompacted
+// when from is below a shard's compacted revision.
+func ChangesIn(ctx context.Context, shards []*Shard, from, to int64, maxRevs int) (evs []*mvccpb.Event, subs []int64, more int64, err error) {
 	compacted := func() bool {
 		for _, sh := range shards {
 			if from < sh.CompactRev() {
@@ -35,10 +36,10 @@ func ChangesIn(ctx context.Context, shards []*Shard, from, to int64, maxRevs int
 		return false
 	}
 	if compacted() {
-		return nil, 0, ErrCompacted
+		return nil, nil, 0, ErrCompacted
 	}
 	if to < from {
-		return nil, 0, nil
+		return nil, nil, 0, nil
 	}
 	db := shards[0].store.db
 	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{
@@ -46,7 +47,7 @@ func ChangesIn(ctx context.Context, shards []*Shard, from, to int64, maxRevs int
 		UpperBound: appendChangeKey(nil, Revision{Main: to + 1}),
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	defer it.Close()
 	revs := 0
@@ -55,22 +56,22 @@ func ChangesIn(ctx context.Context, shards []*Shard, from, to int64, maxRevs int
 	for valid := it.First(); valid; valid = it.Next() {
 		rev, ok := decodeChangeKey(it.Key())
 		if !ok {
-			return nil, 0, errCorruptValue
+			return nil, nil, 0, errCorruptValue
 		}
 		raw, err := it.ValueAndErr()
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		typ, userKey, err := decodeChange(raw)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		if !slices.ContainsFunc(shards, func(sh *Shard) bool { return sh.Contains(userKey) }) {
 			continue
 		}
 		if rev.Main != last {
 			if revs == maxRevs {
-				return evs, rev.Main, nil
+				return evs, subs, rev.Main, nil
 			}
 			revs++
 			last = rev.Main
@@ -78,31 +79,33 @@ func ChangesIn(ctx context.Context, shards []*Shard, from, to int64, maxRevs int
 		key := append([]byte(nil), userKey...)
 		if typ == EventDelete {
 			evs = append(evs, &mvccpb.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: key, ModRevision: rev.Main}})
+			subs = append(subs, rev.Sub)
 			continue
 		}
 		dkey = appendDataKey(dkey[:0], userKey, rev)
 		v, closer, err := db.Get(dkey)
 		if errors.Is(err, pebble.ErrNotFound) {
 			// Compacted away while we read.
-			return nil, 0, ErrCompacted
+			return nil, nil, 0, ErrCompacted
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		kv, err := makeKeyValue(key, rev.Main, v, false)
 		closer.Close()
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		evs = append(evs, &mvccpb.Event{Type: mvccpb.PUT, Kv: kv})
+		subs = append(subs, rev.Sub)
 	}
 	if err := it.Error(); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if compacted() {
-		return nil, 0, ErrCompacted
+		return nil, nil, 0, ErrCompacted
 	}
-	return evs, 0, nil
+	return evs, subs, 0, nil
 }
 
 // PrevKV returns key's value just before rev (what a watch event's prev_kv

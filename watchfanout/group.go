@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -86,6 +87,10 @@ type source struct {
 	// resolved is the shard's resolved revision as its feed told it; the
 	// group's mutex guards it.
 	resolved int64
+	// loaded is the revision up to which the group took the shard's events
+	// from its change log when it joined: fed events at or below it are
+	// already pending.
+	loaded int64
 }
 
 // sourceItem is a feed item and the shard it came from.
@@ -123,6 +128,20 @@ func (g *group) addSource(src Source) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s.resolved = src.Shard().Rev()
+	if len(g.sources) > 0 && s.resolved > g.resolved {
+		// The shard applied writes before it joined (a split's child that
+		// caught up, or got a snapshot, before its replica was served):
+		// their events were never fed. Take them from its change log.
+		evs, subs, _, err := mvcc.ChangesIn(context.Background(), []*mvcc.Shard{src.Shard()}, g.resolved+1, s.resolved, math.MaxInt)
+		if err != nil {
+			g.lost.Store(true) // every watcher catches up from the change logs
+		} else {
+			for i, ev := range evs {
+				g.pending[ev.Kv.ModRevision] = append(g.pending[ev.Kv.ModRevision], pendingEvent{sub: subs[i], ev: ev})
+			}
+			s.loaded = s.resolved
+		}
+	}
 	g.sources = append(g.sources, s)
 	if len(g.sources) == 1 {
 		g.advanceLocked(s.resolved)
@@ -185,6 +204,9 @@ func (g *group) dispatch(si sourceItem) {
 	}
 	for i, ev := range si.item.Events {
 		rev := ev.Kv.ModRevision
+		if rev <= si.s.loaded {
+			continue // taken from the change log when the shard joined
+		}
 		pe := pendingEvent{ev: ev}
 		if i < len(si.item.Subs) {
 			pe.sub = si.item.Subs[i]
@@ -438,7 +460,8 @@ func (g *group) changesLocked(from, to int64) (evs []*mvccpb.Event, more int64, 
 	for i, s := range g.sources {
 		shards[i] = s.src.Shard()
 	}
-	return mvcc.ChangesIn(context.Background(), shards, from, to, maxRevsPerSync)
+	evs, _, more, err = mvcc.ChangesIn(context.Background(), shards, from, to, maxRevsPerSync)
+	return evs, more, err
 }
 
 // prevKV returns key's value just before rev, from the shard that holds
