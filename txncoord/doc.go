@@ -76,6 +76,7 @@
 // The Lessor runs beside the TSO at the meta group's leader: it grants and
 // revokes leases through the meta group, keeps their expiry in memory,
 // renews them on keep-alive, revokes the expired ones (the meta group drops
-// the lease, then each shard deletes its keys), and checkpoints remaining
+// the lease, then its keys are deleted at one revision: by their shard, or
+// by a transaction across shards), and checkpoints remaining
 // TTLs so that a new lessor continues them.
 package txncoord

@@ -490,36 +490,46 @@ func TestDenseRevisionsAcrossShards(t *testing.T) {
 		t.Fatalf("delete across shards: %v %v", del, err)
 	}
 	writes.Add(1)
-	// So does a lease revoked with keys in three shards.
-	lease, err := cl.Grant(ctx, 60)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"k1-lease", "k5-lease", "k9-lease"} {
-		if _, err := cl.Put(ctx, k, "v", clientv3.WithLease(lease.ID)); err != nil {
+	// So does a lease revoked with keys in three shards, and one that
+	// expires.
+	for _, revoke := range []bool{true, false} {
+		lease, err := cl.Grant(ctx, 1) // raised to the minimum TTL
+		if revoke {
+			lease, err = cl.Grant(ctx, 60)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
-		writes.Add(1)
-	}
-	w := cl.Watch(ctx, "k", clientv3.WithRange("l"), clientv3.WithRev(0))
-	revoked, err := cl.Revoke(ctx, lease.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writes.Add(1)
-	select {
-	case wr := <-w:
-		rev := wr.Events[0].Kv.ModRevision
-		if len(wr.Events) != 3 || wr.Events[2].Kv.ModRevision != rev || rev > revoked.Header.Revision {
-			t.Fatalf("lease revocation: %d events in the first response %v, want 3 deletes at one revision", len(wr.Events), wr.Events)
+		keys := []string{"k1-lease", "k5-lease", "k9-lease"}
+		for _, k := range keys {
+			if _, err := cl.Put(ctx, k, "v", clientv3.WithLease(lease.ID)); err != nil {
+				t.Fatal(err)
+			}
+			writes.Add(1)
 		}
-		for _, ev := range wr.Events {
-			if ev.Type != mvccpb.DELETE {
-				t.Fatalf("lease revocation: %v", ev)
+		wctx, cancel := context.WithCancel(ctx)
+		w := cl.Watch(wctx, "k", clientv3.WithRange("l"), clientv3.WithRev(0))
+		if revoke {
+			if _, err := cl.Revoke(ctx, lease.ID); err != nil {
+				t.Fatal(err)
 			}
 		}
-	case <-ctx.Done():
-		t.Fatal("no events of the revocation")
+		writes.Add(1)
+		select {
+		case wr := <-w:
+			rev := wr.Events[0].Kv.ModRevision
+			if len(wr.Events) != 3 || wr.Events[2].Kv.ModRevision != rev {
+				t.Fatalf("lease revoked (%v) or expired: %d events in the first response %v, want 3 deletes at one revision", revoke, len(wr.Events), wr.Events)
+			}
+			for i, ev := range wr.Events {
+				if ev.Type != mvccpb.DELETE || string(ev.Kv.Key) != keys[i] {
+					t.Fatalf("lease revoked (%v) or expired: %v", revoke, ev)
+				}
+			}
+		case <-ctx.Done():
+			t.Fatal("no events of the lease's end")
+		}
+		cancel()
 	}
 
 	end, err := cl.Get(ctx, "k")
