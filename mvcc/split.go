@@ -11,8 +11,9 @@ import (
 // Split gives the keys [key, end) of the shard to a new shard childID. The
 // data stays where it is (both shards live in this store): the batch writes
 // the child's metadata (its span, the shard's revision and compacted
-// revision) and shortens the shard's span to [start, key), which readers
-// see once the batch commits. The child's applied index is absent: its Raft
+// revision; its revision again as the revision it was born at) and
+// shortens the shard's span to [start, key), which readers see once the
+// batch commits. The child's applied index is absent: its Raft
 // group starts empty.
 func (w *Writer) Split(key []byte, childID uint64) error {
 	span := w.curSpan()
@@ -24,6 +25,7 @@ func (w *Writer) Split(key []byte, childID uint64) error {
 	}
 	child(metaSpan, encodeSpan(key, span.end))
 	child(metaRev, binary.BigEndian.AppendUint64(nil, uint64(w.rev)))
+	child(metaBorn, binary.BigEndian.AppendUint64(nil, uint64(w.rev)))
 	if w.compact >= 0 {
 		child(metaCompact, binary.BigEndian.AppendUint64(nil, uint64(w.compact)))
 	}

@@ -183,6 +183,7 @@ const (
 	metaRev     = "rev"     // revision of the last applied write
 	metaCompact = "compact" // compacted revision
 	metaSpan    = "span"    // the shard's key span
+	metaBorn    = "born"    // revision of the split that created the shard
 	metaLock    = "lock"    // the lock of a transaction across shards
 	metaTxn     = "txn/"    // + id: commit record of a transaction across shards
 )
@@ -201,6 +202,8 @@ type Shard struct {
 	applied atomic.Uint64
 	// lock is the encoded lock the shard holds (nil: none), set by apply.
 	lock atomic.Pointer[[]byte]
+	// born is the revision of the split that created the shard (0: none).
+	born int64
 
 	latest latestCache // used by the apply goroutine only
 }
@@ -243,6 +246,11 @@ func (sh *Shard) load() error {
 		}
 		sh.span.Store(&keySpan{start: start, end: end})
 	}
+	if v, ok, err := sh.store.GetMeta(sh.id, metaBorn); err != nil {
+		return err
+	} else if ok {
+		sh.born = int64(binary.BigEndian.Uint64(v))
+	}
 	lock, _, err := sh.store.GetMeta(sh.id, metaLock)
 	if err != nil {
 		return err
@@ -257,6 +265,10 @@ func (sh *Shard) ID() uint64 { return sh.id }
 
 // Rev returns the revision of the newest applied write (1 when empty).
 func (sh *Shard) Rev() int64 { return sh.rev.Load() }
+
+// BornRev returns the revision of the split that created the shard, 0 for
+// a shard no split created: every change of its span above it is its own.
+func (sh *Shard) BornRev() int64 { return sh.born }
 
 // CompactRev returns the compacted revision, -1 before any compaction.
 func (sh *Shard) CompactRev() int64 { return sh.compact.Load() }

@@ -128,11 +128,12 @@ func (g *group) addSource(src Source) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s.resolved = src.Shard().Rev()
-	if len(g.sources) > 0 && s.resolved > g.resolved {
+	if from := max(g.resolved, src.Shard().BornRev()) + 1; len(g.sources) > 0 && s.resolved >= from {
 		// The shard applied writes before it joined (a split's child that
 		// caught up, or got a snapshot, before its replica was served):
-		// their events were never fed. Take them from its change log.
-		evs, subs, _, err := mvcc.ChangesIn(context.Background(), []*mvcc.Shard{src.Shard()}, g.resolved+1, s.resolved, math.MaxInt)
+		// their events were never fed. Take them from its change log, from
+		// its birth on (its parent fed the changes of its keys before).
+		evs, subs, _, err := mvcc.ChangesIn(context.Background(), []*mvcc.Shard{src.Shard()}, from, s.resolved, math.MaxInt)
 		if err != nil {
 			g.lost.Store(true) // every watcher catches up from the change logs
 		} else {
