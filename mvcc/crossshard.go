@@ -131,38 +131,94 @@ type ShardWrites struct {
 	Subs []int64
 }
 
-// PlanTxn executes rt at revision rev over shards (in key order, each
-// holding the transaction's lock, so that their applied state is their
-// state at rev-1) in a batch that is never committed: compares, checks and
-// operations exactly as one etcd would run them. It returns the response
-// and, per shard that changes, the writes that make the same changes
-// (ApplyWrites). A path that changes nothing returns no writes.
-func PlanTxn(ctx context.Context, shards []*Shard, rev int64, rt *pb.TxnRequest, leases LeaseChecker) (*pb.TxnResponse, map[uint64]*ShardWrites, error) {
-	b := shards[0].store.db.NewIndexedBatch()
-	defer b.Close()
-	x := &crossTxn{b: b, shards: shards, view: *ViewOver(rev-1, shards), rev: rev, writes: make(map[uint64]*ShardWrites)}
-	x.view.r = b
+// Planner works out transactions across shards, one after another, over
+// shards of one store (in key order) that hold the transactions' lock, so
+// that their applied state does not change: it executes each transaction
+// exactly as one etcd would, in a batch that is never committed, so that
+// each sees the ones before it.
+type Planner struct {
+	b       *pebble.Batch
+	shards  []*Shard
+	writers []*Writer // by index in shards, made on first write
+	rev     int64     // the revision the plan is at
+	broken  bool
+}
+
+// NewPlanner starts a plan over shards whose state is the cluster's at
+// revision rev.
+func NewPlanner(shards []*Shard, rev int64) *Planner {
+	return &Planner{b: shards[0].store.db.NewIndexedBatch(), shards: shards, writers: make([]*Writer, len(shards)), rev: rev}
+}
+
+// Close drops the plan.
+func (p *Planner) Close() { _ = p.b.Close() }
+
+// Broken reports whether a transaction failed after it wrote to the plan:
+// the plan takes no more.
+func (p *Planner) Broken() bool { return p.broken }
+
+// Rev returns the revision the plan is at: its newest transaction's.
+func (p *Planner) Rev() int64 { return p.rev }
+
+// Read answers rt at the plan's revision if its chosen path changes
+// nothing (mvcc.ReadTxn); ErrTxnWrites when it would write.
+func (p *Planner) Read(ctx context.Context, rt *pb.TxnRequest, leases LeaseChecker) (*pb.TxnResponse, error) {
+	if p.broken {
+		return nil, errPlanBroken
+	}
+	v := ViewOver(p.rev, p.shards)
+	v.r = p.b
+	return ReadTxn(ctx, v, rt, leases)
+}
+
+// errPlanBroken is returned once a transaction failed after it wrote to
+// the plan's batch.
+var errPlanBroken = errors.New("mvcc: the plan failed after it wrote")
+
+// Plan executes rt at revision rev, above the plan's: compares, checks and
+// operations. It returns the response and, per shard that changes, the
+// writes that make the same changes (ApplyWrites). A failed check changes
+// nothing; a failure after the transaction wrote breaks the plan (every
+// later call fails too).
+func (p *Planner) Plan(ctx context.Context, rev int64, rt *pb.TxnRequest, leases LeaseChecker) (*pb.TxnResponse, map[uint64]*ShardWrites, error) {
+	if p.broken {
+		return nil, nil, errPlanBroken
+	}
+	if rev <= p.rev {
+		return nil, nil, fmt.Errorf("mvcc: plan at revision %d, not above %d", rev, p.rev)
+	}
+	v := ViewOver(rev-1, p.shards)
+	v.r = p.b
+	x := &crossTxn{p: p, view: *v, rev: rev, tws: make([]*TxnWrite, len(p.shards)), writes: make(map[uint64]*ShardWrites)}
 	path := TxnPath(ctx, x, rt)
 	if err := CheckTxn(ctx, x, rt, leases, path); err != nil {
 		return nil, nil, err
 	}
 	resp, _ := newTxnResp(rt, path)
 	if _, err := executeTxn(ctx, x, rt, path, resp); err != nil {
-		return nil, nil, err
+		p.broken = true
+		return nil, nil, fmt.Errorf("mvcc: transaction at revision %d failed after it wrote: %v", rev, err)
+	}
+	for _, tw := range x.tws {
+		if tw != nil {
+			tw.End()
+		}
 	}
 	resp.Header.Revision = x.curRev()
+	if x.changes > 0 {
+		p.rev = rev
+	}
 	return resp, x.writes, nil
 }
 
-// crossTxn executes a transaction over several shards through one batch,
+// crossTxn executes one transaction of a plan over several shards,
 // recording each shard's writes.
 type crossTxn struct {
-	b       *pebble.Batch
-	shards  []*Shard
-	view    ReadView // over b: sees the transaction's own writes
+	p       *Planner
+	view    ReadView // over the plan's batch: sees the transaction's own writes
 	rev     int64
 	changes int64
-	tws     []*TxnWrite // by index in shards, made on first write
+	tws     []*TxnWrite // by index in the plan's shards, made on first write
 	writes  map[uint64]*ShardWrites
 }
 
@@ -182,17 +238,19 @@ func (x *crossTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) 
 }
 
 // writerFor returns the transaction write of the shard that holds key.
+// Each shard's writer lives as long as the plan: its latest versions carry
+// the plan's earlier transactions.
 func (x *crossTxn) writerFor(key []byte) (*TxnWrite, *Shard, error) {
-	if x.tws == nil {
-		x.tws = make([]*TxnWrite, len(x.shards))
-	}
-	for i, sh := range x.shards {
+	p := x.p
+	for i, sh := range p.shards {
 		if !sh.Contains(key) {
 			continue
 		}
+		if p.writers[i] == nil {
+			p.writers[i] = &Writer{sh: sh, b: p.b, rev: sh.rev.Load(), compact: sh.compact.Load()}
+		}
 		if x.tws[i] == nil {
-			w := &Writer{sh: sh, b: x.b, rev: sh.rev.Load(), compact: sh.compact.Load()}
-			x.tws[i] = w.BeginTxn(x.rev)
+			x.tws[i] = p.writers[i].BeginTxn(x.rev)
 		}
 		return x.tws[i], sh, nil
 	}

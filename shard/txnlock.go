@@ -103,8 +103,8 @@ func (s *DataStateMachine) applyLock(w *mvcc.Writer, l *basaltpb.LockCommand) ([
 	return txnResult(basaltpb.ErrorCode_OK)
 }
 
-// applyCommit applies the shard's part of a transaction that holds its
-// lock. Without the lock: the primary answers OK if its record shows the
+// applyCommit applies the shard's part of a transaction (or of a group of
+// them, in revision order) that holds its lock. Without the lock: the primary answers OK if its record shows the
 // commit and TXN_ABORTED otherwise; another shard committed it already (it
 // is sent a commit only once the primary committed, and its lock is never
 // rolled back then).
@@ -124,19 +124,19 @@ func (s *DataStateMachine) applyCommit(w *mvcc.Writer, c *basaltpb.CommitCommand
 		}
 		return txnResult(basaltpb.ErrorCode_TXN_ABORTED)
 	}
-	if c.Writes != nil {
+	for _, rw := range c.Writes.GetRevisions() {
 		txn := &pb.TxnRequest{}
-		if err := proto.Unmarshal(c.Writes.Txn, txn); err != nil {
+		if err := proto.Unmarshal(rw.Txn, txn); err != nil {
 			return nil, fmt.Errorf("shard: undecodable writes of transaction %x: %w", c.TxnId, err)
 		}
-		if err := w.ApplyWrites(context.Background(), c.Revision, c.Writes.Subs, txn); err != nil {
+		if err := w.ApplyWrites(context.Background(), rw.Revision, rw.Subs, txn); err != nil {
 			return nil, err
 		}
 	}
 	w.SetLock(nil)
 	if c.Primary {
 		// The record: enough to roll the other shards forward.
-		rec, err := proto.Marshal(&basaltpb.CommitCommand{TxnId: c.TxnId, Revision: c.Revision, Record: c.Record})
+		rec, err := proto.Marshal(&basaltpb.CommitCommand{TxnId: c.TxnId, Record: c.Record})
 		if err != nil {
 			return nil, err
 		}
@@ -165,7 +165,7 @@ func (s *DataStateMachine) applyAbort(w *mvcc.Writer, a *basaltpb.AbortCommand) 
 	if err := proto.Unmarshal(raw, rec); err != nil {
 		return nil, fmt.Errorf("shard: undecodable record of transaction %x: %w", a.TxnId, err)
 	}
-	return proto.Marshal(&basaltpb.TxnResult{Committed: true, Revision: rec.Revision, Writes: rec.Record[a.ForShard]})
+	return proto.Marshal(&basaltpb.TxnResult{Committed: true, Writes: rec.Record[a.ForShard]})
 }
 
 // applyForget drops the primary's commit record.

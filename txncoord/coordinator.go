@@ -10,6 +10,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.uber.org/zap"
 
+	"github.com/basaltdb/basalt/internal/combine"
 	"github.com/basaltdb/basalt/mvcc"
 	"github.com/basaltdb/basalt/proto/basaltpb"
 	"github.com/basaltdb/basalt/shard"
@@ -45,11 +46,15 @@ type Coordinator struct {
 	lg     *zap.Logger
 	// lockTTL is the TTL of the locks of transactions across shards.
 	lockTTL time.Duration
+	// across groups concurrent transactions across shards.
+	across *combine.Combiner[*acrossReq]
 }
 
 // NewCoordinator returns a coordinator.
 func NewCoordinator(tso Revisions, cache *RangeCache, shards Shards, meta MetaGroup, leases mvcc.LeaseChecker, lg *zap.Logger) *Coordinator {
-	return &Coordinator{tso: tso, cache: cache, shards: shards, meta: meta, leases: leases, lg: lg, lockTTL: DefaultLockTTL}
+	c := &Coordinator{tso: tso, cache: cache, shards: shards, meta: meta, leases: leases, lg: lg, lockTTL: DefaultLockTTL}
+	c.across = combine.New(c.serveAcross)
+	return c
 }
 
 // SetLockTTL sets the TTL of the locks of transactions across shards that
@@ -226,7 +231,16 @@ func shardsOf(reps []*shard.Replica) []*mvcc.Shard {
 // Txn runs a transaction on the shard that owns its keys, or, when they
 // fall in several shards, as a transaction across shards (txnAcross). A
 // transaction that only reads is a read of the shards at one revision.
+//
+// A transaction across shards whose primary another member leads fails
+// with a NotLeaderError naming it, so that the router forwards it there.
 func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	return c.txn(ctx, r, true)
+}
+
+// txn is Txn; without forward, a transaction across shards runs on this
+// node wherever its primary is led.
+func (c *Coordinator) txn(ctx context.Context, r *pb.TxnRequest, forward bool) (*pb.TxnResponse, error) {
 	spans := txnSpans(r, nil)
 	if IsTxnReadonly(r) {
 		return c.readTxn(ctx, spans, r, isTxnSerializable(r))
@@ -238,11 +252,12 @@ func (c *Coordinator) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnRespons
 	err := c.retry(ctx, func() error {
 		rep, err := c.replicaFor(spans)
 		if errors.Is(err, errAcrossShards) {
-			parts, err := c.partsOf(spans)
-			if err != nil {
-				return err
+			if forward {
+				if err := c.primaryElsewhere(spans); err != nil {
+					return err // the router forwards the transaction there
+				}
 			}
-			resp, err = c.txnAcross(ctx, r, parts)
+			resp, err = c.txnAcross(ctx, r, spans)
 			return err
 		}
 		if err != nil {
@@ -462,7 +477,7 @@ func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
 			Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: k}}}},
 		}}}
 	}
-	_, err = c.Txn(ctx, txn)
+	_, err = c.txn(ctx, txn, false)
 	return err
 }
 

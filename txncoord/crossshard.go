@@ -74,25 +74,118 @@ func clip(s keySpan, d *basaltpb.ShardDescriptor) *basaltpb.KeyRange {
 	return &basaltpb.KeyRange{Key: key, End: end}
 }
 
+// acrossReq is a transaction across shards waiting for its group.
+type acrossReq struct {
+	ctx   context.Context
+	r     *pb.TxnRequest
+	spans []keySpan
+	resp  *pb.TxnResponse
+	err   error
+	done  chan struct{}
+}
+
+// maxGroup caps the transactions of one group.
+const maxGroup = 256
+
 // txnAcross runs a write transaction whose keys fall in several shards
-// (DESIGN §5): it locks every shard (in shard id order, so that two
-// transactions never wait for each other), works the transaction out on
-// this node's replicas while they are frozen under the locks, commits the
-// primary (the commit point, with a record of the other shards' writes),
-// then the others. A transaction whose chosen branch writes nothing takes
-// no revision: its locks are dropped and it is answered as a read.
-func (c *Coordinator) txnAcross(ctx context.Context, r *pb.TxnRequest, parts []*txnPart) (*pb.TxnResponse, error) {
+// (DESIGN §5). Concurrent ones are grouped (runGroup): the group takes the
+// locks of all its shards once and commits at once, each transaction at
+// its own revision, as a sequencer batches the writes of one shard.
+func (c *Coordinator) txnAcross(ctx context.Context, r *pb.TxnRequest, spans []keySpan) (*pb.TxnResponse, error) {
+	q := &acrossReq{ctx: ctx, r: r, spans: spans, done: make(chan struct{})}
+	c.across.Submit(q)
+	select {
+	case <-q.done:
+		return q.resp, q.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Coordinator) serveAcross(batch []*acrossReq) {
+	for len(batch) > 0 {
+		n := min(len(batch), maxGroup)
+		c.runGroup(batch[:n])
+		for _, q := range batch[:n] {
+			close(q.done)
+		}
+		batch = batch[n:]
+	}
+}
+
+// primaryElsewhere returns a NotLeaderError naming the leader of the
+// transaction's primary shard (its lowest shard id) when that is another
+// member: transactions across shards run where their primary's leader is,
+// so that they group there and the primary's steps are local.
+func (c *Coordinator) primaryElsewhere(spans []keySpan) error {
+	var primary uint64
+	for _, s := range spans {
+		for _, d := range c.cache.Overlapping(s.key, s.end) {
+			if primary == 0 || d.ShardId < primary {
+				primary = d.ShardId
+			}
+		}
+	}
+	rep, err := c.shards.Replica(primary)
+	if err != nil {
+		return err
+	}
+	if leader, _ := rep.Leader(); !rep.IsLeader() && leader != 0 {
+		return &shard.NotLeaderError{ShardID: primary, Leader: leader}
+	}
+	return nil
+}
+
+// runGroup runs a group of transactions across shards. It locks every
+// shard they touch (in shard id order, so that two groups never wait for
+// each other), works each transaction out in turn against this node's
+// replicas while they are frozen under the locks (mvcc.Planner), commits
+// the primary (the commit point, with a record of the other shards'
+// writes), then the others. A transaction whose chosen branch writes
+// nothing takes no revision; it is answered once the group committed, as
+// it read what the group's earlier transactions wrote.
+func (c *Coordinator) runGroup(group []*acrossReq) {
+	var reqs []*acrossReq
+	var spans []keySpan
+	for _, q := range group {
+		if q.err = q.ctx.Err(); q.err == nil {
+			reqs = append(reqs, q)
+			spans = append(spans, q.spans...)
+		}
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	fail := func(err error) {
+		for _, q := range reqs {
+			q.resp, q.err = nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), RetryTimeout)
+	defer cancel()
+	parts, err := c.partsOf(spans)
+	if err != nil {
+		fail(err)
+		return
+	}
 	start, err := c.tso.Current(ctx)
 	if err != nil {
-		return nil, err
+		fail(err)
+		return
 	}
 	id := rand.Uint64() | 1
 	order := slices.Clone(parts)
 	slices.SortFunc(order, func(a, b *txnPart) int { return cmpID(a.desc.ShardId, b.desc.ShardId) })
 	primary := order[0].desc.ShardId
 	var locked []*txnPart
-	abort := func() { c.abortParts(id, locked) }
+	abort := func(err error) {
+		c.abortParts(id, locked)
+		fail(err)
+	}
 	for _, p := range order {
+		// The lock may be taken even if the step fails: dropping it then
+		// is harmless.
+		locked = append(locked, p)
 		res, err := c.txnStep(ctx, p.desc.ShardId, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Lock{Lock: &basaltpb.LockCommand{
 			TxnId: id, StartRevision: start, PrimaryShard: primary, Spans: p.spans, TtlMs: c.lockTTL.Milliseconds(),
 		}}})
@@ -100,80 +193,95 @@ func (c *Coordinator) txnAcross(ctx context.Context, r *pb.TxnRequest, parts []*
 			err = shard.CodeError(res.Error)
 		}
 		if err != nil {
-			// The lock may have been taken even so: dropping it is harmless.
-			locked = append(locked, p)
-			abort()
-			return nil, err
+			abort(err)
+			return
 		}
-		locked = append(locked, p)
 	}
 	shards := make([]*mvcc.Shard, len(parts))
 	for i, p := range parts {
 		if err := p.rep.WaitLocked(ctx, id); err != nil {
-			abort()
-			return nil, err
+			abort(err)
+			return
 		}
 		shards[i] = p.rep.Shard()
 	}
 	if testHook(ctx, HookLocked) {
-		return nil, errCrashed
+		fail(errCrashed)
+		return
 	}
 
 	// The shards are frozen: their applied state is the cluster's at any
 	// revision from now until the commit.
 	now, err := c.tso.Current(ctx)
 	if err != nil {
-		abort()
-		return nil, err
+		abort(err)
+		return
 	}
-	resp, err := mvcc.ReadTxn(ctx, mvcc.ViewOver(now, shards), r, c.leases)
-	if !errors.Is(err, mvcc.ErrTxnWrites) {
-		abort()
-		return resp, err
-	}
-	rev, err := c.tso.Allocate(ctx, 1)
-	if err != nil {
-		abort()
-		return nil, err
-	}
-	resp, writes, err := mvcc.PlanTxn(ctx, shards, rev, r, c.leases)
-	if err != nil {
-		abort()
-		return nil, err
-	}
-	encoded := make(map[uint64]*basaltpb.ShardWrites, len(writes))
-	for sid, w := range writes {
-		data, err := proto.Marshal(w.Txn)
-		if err != nil {
-			abort()
-			return nil, err
+	plan := mvcc.NewPlanner(shards, now)
+	defer plan.Close()
+	writes := make(map[uint64]*basaltpb.ShardWrites)
+	for _, q := range reqs {
+		if plan.Broken() {
+			q.err = shard.ErrTxnAborted // the next group runs it
+			continue
 		}
-		encoded[sid] = &basaltpb.ShardWrites{Txn: data, Subs: w.Subs}
+		q.resp, q.err = plan.Read(ctx, q.r, c.leases)
+		if !errors.Is(q.err, mvcc.ErrTxnWrites) {
+			continue
+		}
+		rev, err := c.tso.Allocate(ctx, 1)
+		if err != nil {
+			q.resp, q.err = nil, err
+			continue
+		}
+		resp, w, err := plan.Plan(ctx, rev, q.r, c.leases)
+		if err != nil {
+			q.resp, q.err = nil, err
+			continue
+		}
+		q.resp, q.err = resp, nil
+		for sid, sw := range w {
+			data, err := proto.Marshal(sw.Txn)
+			if err != nil {
+				abort(err)
+				return
+			}
+			if writes[sid] == nil {
+				writes[sid] = &basaltpb.ShardWrites{}
+			}
+			writes[sid].Revisions = append(writes[sid].Revisions, &basaltpb.RevisionWrites{Revision: rev, Txn: data, Subs: sw.Subs})
+		}
 	}
-	record := make(map[uint64]*basaltpb.ShardWrites, len(encoded))
-	for sid, w := range encoded {
+	if len(writes) == 0 {
+		// Nothing to commit: every answer is a read of committed state.
+		c.abortParts(id, locked)
+		return
+	}
+	record := make(map[uint64]*basaltpb.ShardWrites, len(writes))
+	for sid, w := range writes {
 		if sid != primary {
 			record[sid] = w
 		}
 	}
-	if err := c.commitPrimary(ctx, id, primary, rev, encoded[primary], record); err != nil {
+	if err := c.commitPrimary(ctx, id, primary, writes[primary], record); err != nil {
 		if errors.Is(err, shard.ErrTxnAborted) {
 			c.abortParts(id, order[1:])
-			return nil, err // it never took effect: retried
+			fail(err) // nothing took effect: every transaction is retried
+			return
 		}
 		// Perhaps committed: the locks' TTL settles it either way, and the
-		// client hears what etcd answers when it cannot tell.
-		return nil, fmt.Errorf("txncoord: commit of a transaction across shards: %v: %w", err, dragonboat.ErrTimeout)
+		// clients hear what etcd answers when it cannot tell.
+		fail(fmt.Errorf("txncoord: commit of a transaction across shards: %v: %w", err, dragonboat.ErrTimeout))
+		return
 	}
 	if testHook(ctx, HookCommitted) {
-		return nil, errCrashed
+		fail(errCrashed)
+		return
 	}
 	// Committed. The other shards follow; readers there wait for them.
-	forget := c.commitOthers(ctx, id, rev, order[1:], encoded)
-	if forget {
+	if c.commitOthers(ctx, id, order[1:], writes) {
 		go c.forget(id, primary)
 	}
-	return resp, nil
 }
 
 func cmpID(a, b uint64) int {
@@ -189,9 +297,9 @@ func cmpID(a, b uint64) int {
 // commitPrimary commits the transaction on its primary shard. When the
 // outcome is unknown (a timeout, a leader change), it settles it: an abort
 // at the primary either finds the commit or makes sure it never happens.
-func (c *Coordinator) commitPrimary(ctx context.Context, id, primary uint64, rev int64, writes *basaltpb.ShardWrites, record map[uint64]*basaltpb.ShardWrites) error {
+func (c *Coordinator) commitPrimary(ctx context.Context, id, primary uint64, writes *basaltpb.ShardWrites, record map[uint64]*basaltpb.ShardWrites) error {
 	res, err := c.txnStep(ctx, primary, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Commit{Commit: &basaltpb.CommitCommand{
-		TxnId: id, Revision: rev, Writes: writes, Record: record, Primary: true,
+		TxnId: id, Writes: writes, Record: record, Primary: true,
 	}}})
 	if err == nil {
 		return shard.CodeError(res.Error)
@@ -211,7 +319,7 @@ func (c *Coordinator) commitPrimary(ctx context.Context, id, primary uint64, rev
 // commitOthers commits the transaction on its other shards, in parallel,
 // and reports whether all did (the primary's record is no longer needed).
 // A shard that fails is rolled forward by its leader after the lock's TTL.
-func (c *Coordinator) commitOthers(ctx context.Context, id uint64, rev int64, parts []*txnPart, writes map[uint64]*basaltpb.ShardWrites) bool {
+func (c *Coordinator) commitOthers(ctx context.Context, id uint64, parts []*txnPart, writes map[uint64]*basaltpb.ShardWrites) bool {
 	ctx = context.WithoutCancel(ctx)
 	var (
 		wg sync.WaitGroup
@@ -224,7 +332,7 @@ func (c *Coordinator) commitOthers(ctx context.Context, id uint64, rev int64, pa
 			sctx, cancel := context.WithTimeout(ctx, RetryTimeout)
 			defer cancel()
 			res, err := c.txnStep(sctx, sid, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Commit{Commit: &basaltpb.CommitCommand{
-				TxnId: id, Revision: rev, Writes: writes[sid],
+				TxnId: id, Writes: writes[sid],
 			}}})
 			if err == nil {
 				err = shard.CodeError(res.Error)
@@ -273,7 +381,7 @@ func (c *Coordinator) ResolveLock(ctx context.Context, shardID uint64, l *basalt
 	step := &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Abort{Abort: &basaltpb.AbortCommand{TxnId: l.TxnId}}}
 	if res.Committed {
 		step = &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Commit{Commit: &basaltpb.CommitCommand{
-			TxnId: l.TxnId, Revision: res.Revision, Writes: res.Writes,
+			TxnId: l.TxnId, Writes: res.Writes,
 		}}}
 	}
 	c.lg.Info("resolve-expired-lock", zap.Uint64("shard-id", shardID), zap.Uint64("txn-id", l.TxnId), zap.Bool("committed", res.Committed))

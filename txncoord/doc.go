@@ -40,19 +40,20 @@
 // # Transactions across shards
 //
 // A write Txn (or DeleteRange) whose keys fall in several shards runs as a
-// transaction across them (txnAcross, DESIGN §5). The coordinator is the
-// node the client reached; it locks each shard through its Raft log, in
-// shard id order, so that two transactions never wait for each other. A
-// locked shard applies no other write until the transaction commits or
-// aborts there: its applied state is the cluster's just before the commit
-// revision, and reads above the lock's start revision wait. The coordinator
-// works the transaction out against its own replicas (mvcc.PlanTxn: etcd's
-// semantics exactly, one revision, sub revisions in operation order), takes
-// the commit revision from the TSO, commits the primary (the lowest shard
-// id; its commit is the commit point and records the other shards' writes),
-// then the others, then drops the record. A transaction whose chosen branch
-// writes nothing drops its locks and is answered as a read: it takes no
-// revision.
+// transaction across them (txnAcross, DESIGN §5), on the member that leads
+// its primary shard (the lowest shard id; Txn answers a NotLeaderError
+// naming it, and the router forwards). There, concurrent ones form groups
+// (runGroup). A group locks each of its shards through its Raft log, in
+// shard id order, so that two groups never wait for each other. A locked
+// shard applies no other write until the group commits or aborts there:
+// its applied state is the cluster's just before the group's revisions,
+// and reads above the lock's start revision wait. The coordinator works the
+// transactions out in turn against its own replicas (mvcc.Planner: etcd's
+// semantics exactly, one revision each from the TSO, sub revisions in
+// operation order), commits the primary (its commit is the commit point and
+// records the other shards' writes), then the others, then drops the
+// record. A transaction whose chosen branch writes nothing is answered as a
+// read and takes no revision.
 //
 // A lock held past its TTL (the coordinator died or stalled) is resolved by
 // the shard's leader (ResolveLock): an abort at the primary either rolls

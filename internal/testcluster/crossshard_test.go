@@ -374,12 +374,21 @@ func TestCoordinatorCrashLeavesNoHalfTxn(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Start(t, 3, WithLockTTL(time.Second))
 			ctx := ctxT(t, time.Minute)
-			cl := c.Client(t, 1, 2)
-			if _, err := cl.Txn(ctx).Then(clientv3.OpPut("a", "0"), clientv3.OpPut("m", "0")).Commit(); err != nil {
+			if _, err := c.Client(t).Txn(ctx).Then(clientv3.OpPut("a", "0"), clientv3.OpPut("m", "0")).Commit(); err != nil {
 				t.Fatal(err)
 			}
 			split(t, c, 1, "h")
 			split(t, c, 2, "t")
+			// The transaction runs where its primary (the shard of "a",
+			// the lowest id) is led; the readers use the other members.
+			coord := shardLeader(t, c, "a")
+			var others []int
+			for i := range c.Nodes {
+				if i != coord {
+					others = append(others, i)
+				}
+			}
+			cl := c.Client(t, others...)
 
 			reached := make(chan struct{})
 			var once sync.Once
@@ -392,14 +401,14 @@ func TestCoordinatorCrashLeavesNoHalfTxn(t *testing.T) {
 			})
 			t.Cleanup(func() { txncoord.SetTestHook(nil) })
 			go func() {
-				_, _ = c.Client(t, 0).Txn(ctx).Then(clientv3.OpPut("a", "1"), clientv3.OpPut("m", "1")).Commit()
+				_, _ = c.Client(t, coord).Txn(ctx).Then(clientv3.OpPut("a", "1"), clientv3.OpPut("m", "1")).Commit()
 			}()
 			select {
 			case <-reached:
 			case <-ctx.Done():
 				t.Fatal("the transaction never reached the hook")
 			}
-			c.Stop(0)
+			c.Stop(coord)
 			txncoord.SetTestHook(nil)
 			// A write in a third shard moves the cluster's revision past
 			// the locks' start: reads now wait for the locks to go.
@@ -440,6 +449,24 @@ func TestCoordinatorCrashLeavesNoHalfTxn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shardLeader returns the index of the member that leads the shard
+// holding key.
+func shardLeader(t *testing.T, c *Cluster, key string) int {
+	t.Helper()
+	for _, s := range shards(t, c, 0) {
+		d := s.Descriptor_
+		if key >= string(d.Start) && (len(d.End) == 0 || key < string(d.End)) {
+			for i, n := range c.Nodes {
+				if n.ID == s.Leader {
+					return i
+				}
+			}
+		}
+	}
+	t.Fatalf("no leader known for the shard of %q", key)
+	return -1
 }
 
 // TestDenseRevisionsAcrossShards runs a fault-free mix of writes in one

@@ -432,17 +432,18 @@ func (x *KeyRange) GetEnd() []byte {
 	return nil
 }
 
-// CommitCommand commits a locked transaction on one shard: its writes here
-// at revision. On the primary it carries the other shards' writes too
-// (record), kept until ForgetCommand, so that their locks can be rolled
-// forward without the coordinator. A shard without the lock answers OK:
-// another shard has committed already (the primary sent its commit only
-// after its own), the primary when its record shows the commit; the primary
-// answers TXN_ABORTED when there is no record.
+// CommitCommand commits a locked transaction on one shard: its writes here,
+// at their revisions (a coordinator commits a group of transactions that
+// took the same locks at once, one revision each). On the primary it
+// carries the other shards' writes too (record), kept until ForgetCommand,
+// so that their locks can be rolled forward without the coordinator. A
+// shard without the lock answers OK: another shard has committed already
+// (the primary sent its commit only after its own), the primary when its
+// record shows the commit; the primary answers TXN_ABORTED when there is no
+// record.
 type CommitCommand struct {
 	state         protoimpl.MessageState  `protogen:"open.v1"`
 	TxnId         uint64                  `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
-	Revision      int64                   `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	Writes        *ShardWrites            `protobuf:"bytes,3,opt,name=writes,proto3" json:"writes,omitempty"`
 	Record        map[uint64]*ShardWrites `protobuf:"bytes,4,rep,name=record,proto3" json:"record,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Primary       bool                    `protobuf:"varint,5,opt,name=primary,proto3" json:"primary,omitempty"`
@@ -487,13 +488,6 @@ func (x *CommitCommand) GetTxnId() uint64 {
 	return 0
 }
 
-func (x *CommitCommand) GetRevision() int64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
-}
-
 func (x *CommitCommand) GetWrites() *ShardWrites {
 	if x != nil {
 		return x.Writes
@@ -515,15 +509,11 @@ func (x *CommitCommand) GetPrimary() bool {
 	return false
 }
 
-// ShardWrites is one shard's part of a transaction across shards.
+// ShardWrites is one shard's part of a transaction across shards (or of a
+// group of them), in revision order.
 type ShardWrites struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// A marshaled etcdserverpb.TxnRequest of plain puts and single-key
-	// deletes in its success branch, no compares.
-	Txn []byte `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"`
-	// The sub revision of each operation: the transaction's changes are
-	// numbered across its shards, in the order it made them.
-	Subs          []int64 `protobuf:"varint,2,rep,packed,name=subs,proto3" json:"subs,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revisions     []*RevisionWrites      `protobuf:"bytes,1,rep,name=revisions,proto3" json:"revisions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -558,14 +548,72 @@ func (*ShardWrites) Descriptor() ([]byte, []int) {
 	return file_basalt_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *ShardWrites) GetTxn() []byte {
+func (x *ShardWrites) GetRevisions() []*RevisionWrites {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+// RevisionWrites is what one transaction writes on one shard.
+type RevisionWrites struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// A marshaled etcdserverpb.TxnRequest of plain puts and single-key
+	// deletes in its success branch, no compares.
+	Txn []byte `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	// The sub revision of each operation: the transaction's changes are
+	// numbered across its shards, in the order it made them.
+	Subs          []int64 `protobuf:"varint,3,rep,packed,name=subs,proto3" json:"subs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevisionWrites) Reset() {
+	*x = RevisionWrites{}
+	mi := &file_basalt_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevisionWrites) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevisionWrites) ProtoMessage() {}
+
+func (x *RevisionWrites) ProtoReflect() protoreflect.Message {
+	mi := &file_basalt_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevisionWrites.ProtoReflect.Descriptor instead.
+func (*RevisionWrites) Descriptor() ([]byte, []int) {
+	return file_basalt_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RevisionWrites) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RevisionWrites) GetTxn() []byte {
 	if x != nil {
 		return x.Txn
 	}
 	return nil
 }
 
-func (x *ShardWrites) GetSubs() []int64 {
+func (x *RevisionWrites) GetSubs() []int64 {
 	if x != nil {
 		return x.Subs
 	}
@@ -587,7 +635,7 @@ type AbortCommand struct {
 
 func (x *AbortCommand) Reset() {
 	*x = AbortCommand{}
-	mi := &file_basalt_proto_msgTypes[5]
+	mi := &file_basalt_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +647,7 @@ func (x *AbortCommand) String() string {
 func (*AbortCommand) ProtoMessage() {}
 
 func (x *AbortCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[5]
+	mi := &file_basalt_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +660,7 @@ func (x *AbortCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCommand.ProtoReflect.Descriptor instead.
 func (*AbortCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{5}
+	return file_basalt_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AbortCommand) GetTxnId() uint64 {
@@ -640,7 +688,7 @@ type ForgetCommand struct {
 
 func (x *ForgetCommand) Reset() {
 	*x = ForgetCommand{}
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +700,7 @@ func (x *ForgetCommand) String() string {
 func (*ForgetCommand) ProtoMessage() {}
 
 func (x *ForgetCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[6]
+	mi := &file_basalt_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +713,7 @@ func (x *ForgetCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetCommand.ProtoReflect.Descriptor instead.
 func (*ForgetCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{6}
+	return file_basalt_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ForgetCommand) GetTxnId() uint64 {
@@ -679,10 +727,9 @@ func (x *ForgetCommand) GetTxnId() uint64 {
 type TxnResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Error ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=basalt.ErrorCode" json:"error,omitempty"`
-	// For an AbortCommand that found the transaction committed: its
-	// revision and the asking shard's writes.
+	// For an AbortCommand that found the transaction committed: the asking
+	// shard's writes.
 	Committed     bool         `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
-	Revision      int64        `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	Writes        *ShardWrites `protobuf:"bytes,4,opt,name=writes,proto3" json:"writes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -690,7 +737,7 @@ type TxnResult struct {
 
 func (x *TxnResult) Reset() {
 	*x = TxnResult{}
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +749,7 @@ func (x *TxnResult) String() string {
 func (*TxnResult) ProtoMessage() {}
 
 func (x *TxnResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[7]
+	mi := &file_basalt_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +762,7 @@ func (x *TxnResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnResult.ProtoReflect.Descriptor instead.
 func (*TxnResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{7}
+	return file_basalt_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TxnResult) GetError() ErrorCode {
@@ -730,13 +777,6 @@ func (x *TxnResult) GetCommitted() bool {
 		return x.Committed
 	}
 	return false
-}
-
-func (x *TxnResult) GetRevision() int64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
 }
 
 func (x *TxnResult) GetWrites() *ShardWrites {
@@ -765,7 +805,7 @@ type SplitCommand struct {
 
 func (x *SplitCommand) Reset() {
 	*x = SplitCommand{}
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +817,7 @@ func (x *SplitCommand) String() string {
 func (*SplitCommand) ProtoMessage() {}
 
 func (x *SplitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[8]
+	mi := &file_basalt_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +830,7 @@ func (x *SplitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitCommand.ProtoReflect.Descriptor instead.
 func (*SplitCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{8}
+	return file_basalt_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SplitCommand) GetKey() []byte {
@@ -832,7 +872,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +884,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[9]
+	mi := &file_basalt_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +897,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{9}
+	return file_basalt_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WriteBatch) GetWrites() []*Write {
@@ -880,7 +920,7 @@ type Write struct {
 
 func (x *Write) Reset() {
 	*x = Write{}
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +932,7 @@ func (x *Write) String() string {
 func (*Write) ProtoMessage() {}
 
 func (x *Write) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[10]
+	mi := &file_basalt_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +945,7 @@ func (x *Write) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Write.ProtoReflect.Descriptor instead.
 func (*Write) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{10}
+	return file_basalt_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Write) GetRevision() int64 {
@@ -932,7 +972,7 @@ type CompactCommand struct {
 
 func (x *CompactCommand) Reset() {
 	*x = CompactCommand{}
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +984,7 @@ func (x *CompactCommand) String() string {
 func (*CompactCommand) ProtoMessage() {}
 
 func (x *CompactCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[11]
+	mi := &file_basalt_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +997,7 @@ func (x *CompactCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactCommand.ProtoReflect.Descriptor instead.
 func (*CompactCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{11}
+	return file_basalt_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CompactCommand) GetRevision() int64 {
@@ -980,7 +1020,7 @@ type ResolvedCommand struct {
 
 func (x *ResolvedCommand) Reset() {
 	*x = ResolvedCommand{}
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1032,7 @@ func (x *ResolvedCommand) String() string {
 func (*ResolvedCommand) ProtoMessage() {}
 
 func (x *ResolvedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[12]
+	mi := &file_basalt_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1045,7 @@ func (x *ResolvedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolvedCommand.ProtoReflect.Descriptor instead.
 func (*ResolvedCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{12}
+	return file_basalt_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResolvedCommand) GetRevision() int64 {
@@ -1025,7 +1065,7 @@ type CompactResult struct {
 
 func (x *CompactResult) Reset() {
 	*x = CompactResult{}
-	mi := &file_basalt_proto_msgTypes[13]
+	mi := &file_basalt_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1077,7 @@ func (x *CompactResult) String() string {
 func (*CompactResult) ProtoMessage() {}
 
 func (x *CompactResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[13]
+	mi := &file_basalt_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1090,7 @@ func (x *CompactResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResult.ProtoReflect.Descriptor instead.
 func (*CompactResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{13}
+	return file_basalt_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CompactResult) GetError() ErrorCode {
@@ -1082,7 +1122,7 @@ type MetaCommand struct {
 
 func (x *MetaCommand) Reset() {
 	*x = MetaCommand{}
-	mi := &file_basalt_proto_msgTypes[14]
+	mi := &file_basalt_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1134,7 @@ func (x *MetaCommand) String() string {
 func (*MetaCommand) ProtoMessage() {}
 
 func (x *MetaCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[14]
+	mi := &file_basalt_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1147,7 @@ func (x *MetaCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommand.ProtoReflect.Descriptor instead.
 func (*MetaCommand) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{14}
+	return file_basalt_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MetaCommand) GetCommand() isMetaCommand_Command {
@@ -1280,7 +1320,7 @@ type AllocShardID struct {
 
 func (x *AllocShardID) Reset() {
 	*x = AllocShardID{}
-	mi := &file_basalt_proto_msgTypes[15]
+	mi := &file_basalt_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1332,7 @@ func (x *AllocShardID) String() string {
 func (*AllocShardID) ProtoMessage() {}
 
 func (x *AllocShardID) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[15]
+	mi := &file_basalt_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1345,7 @@ func (x *AllocShardID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocShardID.ProtoReflect.Descriptor instead.
 func (*AllocShardID) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{15}
+	return file_basalt_proto_rawDescGZIP(), []int{16}
 }
 
 // RecordSplit records a split that the parent shard has applied: the
@@ -1321,7 +1361,7 @@ type RecordSplit struct {
 
 func (x *RecordSplit) Reset() {
 	*x = RecordSplit{}
-	mi := &file_basalt_proto_msgTypes[16]
+	mi := &file_basalt_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1373,7 @@ func (x *RecordSplit) String() string {
 func (*RecordSplit) ProtoMessage() {}
 
 func (x *RecordSplit) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[16]
+	mi := &file_basalt_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1386,7 @@ func (x *RecordSplit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSplit.ProtoReflect.Descriptor instead.
 func (*RecordSplit) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{16}
+	return file_basalt_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecordSplit) GetParentId() uint64 {
@@ -1374,7 +1414,7 @@ type SetTSOCeiling struct {
 
 func (x *SetTSOCeiling) Reset() {
 	*x = SetTSOCeiling{}
-	mi := &file_basalt_proto_msgTypes[17]
+	mi := &file_basalt_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1426,7 @@ func (x *SetTSOCeiling) String() string {
 func (*SetTSOCeiling) ProtoMessage() {}
 
 func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[17]
+	mi := &file_basalt_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1439,7 @@ func (x *SetTSOCeiling) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTSOCeiling.ProtoReflect.Descriptor instead.
 func (*SetTSOCeiling) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{17}
+	return file_basalt_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetTSOCeiling) GetCeiling() int64 {
@@ -1426,7 +1466,7 @@ type ShardDescriptor struct {
 
 func (x *ShardDescriptor) Reset() {
 	*x = ShardDescriptor{}
-	mi := &file_basalt_proto_msgTypes[18]
+	mi := &file_basalt_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1478,7 @@ func (x *ShardDescriptor) String() string {
 func (*ShardDescriptor) ProtoMessage() {}
 
 func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[18]
+	mi := &file_basalt_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1491,7 @@ func (x *ShardDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardDescriptor.ProtoReflect.Descriptor instead.
 func (*ShardDescriptor) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{18}
+	return file_basalt_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ShardDescriptor) GetShardId() uint64 {
@@ -1499,7 +1539,7 @@ type PutShard struct {
 
 func (x *PutShard) Reset() {
 	*x = PutShard{}
-	mi := &file_basalt_proto_msgTypes[19]
+	mi := &file_basalt_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1551,7 @@ func (x *PutShard) String() string {
 func (*PutShard) ProtoMessage() {}
 
 func (x *PutShard) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[19]
+	mi := &file_basalt_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1564,7 @@ func (x *PutShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShard.ProtoReflect.Descriptor instead.
 func (*PutShard) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{19}
+	return file_basalt_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutShard) GetShard() *ShardDescriptor {
@@ -1549,7 +1589,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_basalt_proto_msgTypes[20]
+	mi := &file_basalt_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1601,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[20]
+	mi := &file_basalt_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1614,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{20}
+	return file_basalt_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Lease) GetId() int64 {
@@ -1609,7 +1649,7 @@ type LeaseGrant struct {
 
 func (x *LeaseGrant) Reset() {
 	*x = LeaseGrant{}
-	mi := &file_basalt_proto_msgTypes[21]
+	mi := &file_basalt_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1661,7 @@ func (x *LeaseGrant) String() string {
 func (*LeaseGrant) ProtoMessage() {}
 
 func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[21]
+	mi := &file_basalt_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1674,7 @@ func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
 func (*LeaseGrant) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{21}
+	return file_basalt_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeaseGrant) GetId() int64 {
@@ -1661,7 +1701,7 @@ type LeaseRevoke struct {
 
 func (x *LeaseRevoke) Reset() {
 	*x = LeaseRevoke{}
-	mi := &file_basalt_proto_msgTypes[22]
+	mi := &file_basalt_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1713,7 @@ func (x *LeaseRevoke) String() string {
 func (*LeaseRevoke) ProtoMessage() {}
 
 func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[22]
+	mi := &file_basalt_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1726,7 @@ func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevoke.ProtoReflect.Descriptor instead.
 func (*LeaseRevoke) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{22}
+	return file_basalt_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LeaseRevoke) GetId() int64 {
@@ -1708,7 +1748,7 @@ type LeaseCheckpoint struct {
 
 func (x *LeaseCheckpoint) Reset() {
 	*x = LeaseCheckpoint{}
-	mi := &file_basalt_proto_msgTypes[23]
+	mi := &file_basalt_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1760,7 @@ func (x *LeaseCheckpoint) String() string {
 func (*LeaseCheckpoint) ProtoMessage() {}
 
 func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[23]
+	mi := &file_basalt_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1773,7 @@ func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
 func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{23}
+	return file_basalt_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LeaseCheckpoint) GetLeases() []*Lease {
@@ -1754,7 +1794,7 @@ type MetaResult struct {
 
 func (x *MetaResult) Reset() {
 	*x = MetaResult{}
-	mi := &file_basalt_proto_msgTypes[24]
+	mi := &file_basalt_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1806,7 @@ func (x *MetaResult) String() string {
 func (*MetaResult) ProtoMessage() {}
 
 func (x *MetaResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[24]
+	mi := &file_basalt_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1819,7 @@ func (x *MetaResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaResult.ProtoReflect.Descriptor instead.
 func (*MetaResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{24}
+	return file_basalt_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MetaResult) GetError() ErrorCode {
@@ -1806,7 +1846,7 @@ type RecordCompaction struct {
 
 func (x *RecordCompaction) Reset() {
 	*x = RecordCompaction{}
-	mi := &file_basalt_proto_msgTypes[25]
+	mi := &file_basalt_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1858,7 @@ func (x *RecordCompaction) String() string {
 func (*RecordCompaction) ProtoMessage() {}
 
 func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[25]
+	mi := &file_basalt_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1871,7 @@ func (x *RecordCompaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCompaction.ProtoReflect.Descriptor instead.
 func (*RecordCompaction) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{25}
+	return file_basalt_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RecordCompaction) GetRevision() int64 {
@@ -1858,7 +1898,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_basalt_proto_msgTypes[26]
+	mi := &file_basalt_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +1910,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[26]
+	mi := &file_basalt_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +1923,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{26}
+	return file_basalt_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Member) GetId() uint64 {
@@ -1932,7 +1972,7 @@ type PutMember struct {
 
 func (x *PutMember) Reset() {
 	*x = PutMember{}
-	mi := &file_basalt_proto_msgTypes[27]
+	mi := &file_basalt_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +1984,7 @@ func (x *PutMember) String() string {
 func (*PutMember) ProtoMessage() {}
 
 func (x *PutMember) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[27]
+	mi := &file_basalt_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +1997,7 @@ func (x *PutMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMember.ProtoReflect.Descriptor instead.
 func (*PutMember) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{27}
+	return file_basalt_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutMember) GetMember() *Member {
@@ -1978,7 +2018,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_basalt_proto_msgTypes[28]
+	mi := &file_basalt_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2030,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[28]
+	mi := &file_basalt_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2043,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{28}
+	return file_basalt_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemoveMember) GetId() uint64 {
@@ -2032,7 +2072,7 @@ type MetaState struct {
 
 func (x *MetaState) Reset() {
 	*x = MetaState{}
-	mi := &file_basalt_proto_msgTypes[29]
+	mi := &file_basalt_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2084,7 @@ func (x *MetaState) String() string {
 func (*MetaState) ProtoMessage() {}
 
 func (x *MetaState) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[29]
+	mi := &file_basalt_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2097,7 @@ func (x *MetaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaState.ProtoReflect.Descriptor instead.
 func (*MetaState) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{29}
+	return file_basalt_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MetaState) GetTsoCeiling() int64 {
@@ -2113,7 +2153,7 @@ type TxnStepRequest struct {
 
 func (x *TxnStepRequest) Reset() {
 	*x = TxnStepRequest{}
-	mi := &file_basalt_proto_msgTypes[30]
+	mi := &file_basalt_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2165,7 @@ func (x *TxnStepRequest) String() string {
 func (*TxnStepRequest) ProtoMessage() {}
 
 func (x *TxnStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[30]
+	mi := &file_basalt_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2178,7 @@ func (x *TxnStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStepRequest.ProtoReflect.Descriptor instead.
 func (*TxnStepRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{30}
+	return file_basalt_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TxnStepRequest) GetShardId() uint64 {
@@ -2164,7 +2204,7 @@ type TxnStepResponse struct {
 
 func (x *TxnStepResponse) Reset() {
 	*x = TxnStepResponse{}
-	mi := &file_basalt_proto_msgTypes[31]
+	mi := &file_basalt_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2216,7 @@ func (x *TxnStepResponse) String() string {
 func (*TxnStepResponse) ProtoMessage() {}
 
 func (x *TxnStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[31]
+	mi := &file_basalt_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2229,7 @@ func (x *TxnStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStepResponse.ProtoReflect.Descriptor instead.
 func (*TxnStepResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{31}
+	return file_basalt_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TxnStepResponse) GetResult() *TxnResult {
@@ -2209,7 +2249,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_basalt_proto_msgTypes[32]
+	mi := &file_basalt_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2261,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[32]
+	mi := &file_basalt_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2274,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{32}
+	return file_basalt_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ResolveRequest) GetShardId() uint64 {
@@ -2259,7 +2299,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_basalt_proto_msgTypes[33]
+	mi := &file_basalt_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2311,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[33]
+	mi := &file_basalt_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2324,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{33}
+	return file_basalt_proto_rawDescGZIP(), []int{34}
 }
 
 type SplitRequest struct {
@@ -2296,7 +2336,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_basalt_proto_msgTypes[34]
+	mi := &file_basalt_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2308,7 +2348,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[34]
+	mi := &file_basalt_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2321,7 +2361,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{34}
+	return file_basalt_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SplitRequest) GetKey() []byte {
@@ -2341,7 +2381,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_basalt_proto_msgTypes[35]
+	mi := &file_basalt_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2393,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[35]
+	mi := &file_basalt_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2406,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{35}
+	return file_basalt_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SplitResponse) GetLeft() *ShardDescriptor {
@@ -2391,7 +2431,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_basalt_proto_msgTypes[36]
+	mi := &file_basalt_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2443,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[36]
+	mi := &file_basalt_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2456,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{36}
+	return file_basalt_proto_rawDescGZIP(), []int{37}
 }
 
 type ShardsResponse struct {
@@ -2428,7 +2468,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_basalt_proto_msgTypes[37]
+	mi := &file_basalt_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2480,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[37]
+	mi := &file_basalt_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2493,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{37}
+	return file_basalt_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -2478,7 +2518,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_basalt_proto_msgTypes[38]
+	mi := &file_basalt_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2530,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[38]
+	mi := &file_basalt_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2543,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{38}
+	return file_basalt_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ShardInfo) GetDescriptor_() *ShardDescriptor {
@@ -2550,7 +2590,7 @@ type AllocateRequest struct {
 
 func (x *AllocateRequest) Reset() {
 	*x = AllocateRequest{}
-	mi := &file_basalt_proto_msgTypes[39]
+	mi := &file_basalt_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2602,7 @@ func (x *AllocateRequest) String() string {
 func (*AllocateRequest) ProtoMessage() {}
 
 func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[39]
+	mi := &file_basalt_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2615,7 @@ func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
 func (*AllocateRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{39}
+	return file_basalt_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AllocateRequest) GetCount() int64 {
@@ -2594,7 +2634,7 @@ type AllocateResponse struct {
 
 func (x *AllocateResponse) Reset() {
 	*x = AllocateResponse{}
-	mi := &file_basalt_proto_msgTypes[40]
+	mi := &file_basalt_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2646,7 @@ func (x *AllocateResponse) String() string {
 func (*AllocateResponse) ProtoMessage() {}
 
 func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[40]
+	mi := &file_basalt_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2659,7 @@ func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateResponse.ProtoReflect.Descriptor instead.
 func (*AllocateResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{40}
+	return file_basalt_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AllocateResponse) GetFirst() int64 {
@@ -2637,7 +2677,7 @@ type CurrentRequest struct {
 
 func (x *CurrentRequest) Reset() {
 	*x = CurrentRequest{}
-	mi := &file_basalt_proto_msgTypes[41]
+	mi := &file_basalt_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2689,7 @@ func (x *CurrentRequest) String() string {
 func (*CurrentRequest) ProtoMessage() {}
 
 func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[41]
+	mi := &file_basalt_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2702,7 @@ func (x *CurrentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentRequest.ProtoReflect.Descriptor instead.
 func (*CurrentRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{41}
+	return file_basalt_proto_rawDescGZIP(), []int{42}
 }
 
 type CurrentResponse struct {
@@ -2674,7 +2714,7 @@ type CurrentResponse struct {
 
 func (x *CurrentResponse) Reset() {
 	*x = CurrentResponse{}
-	mi := &file_basalt_proto_msgTypes[42]
+	mi := &file_basalt_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +2726,7 @@ func (x *CurrentResponse) String() string {
 func (*CurrentResponse) ProtoMessage() {}
 
 func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[42]
+	mi := &file_basalt_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +2739,7 @@ func (x *CurrentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentResponse.ProtoReflect.Descriptor instead.
 func (*CurrentResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{42}
+	return file_basalt_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CurrentResponse) GetRevision() int64 {
@@ -2720,7 +2760,7 @@ type RevokeLeaseKeysRequest struct {
 
 func (x *RevokeLeaseKeysRequest) Reset() {
 	*x = RevokeLeaseKeysRequest{}
-	mi := &file_basalt_proto_msgTypes[43]
+	mi := &file_basalt_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2772,7 @@ func (x *RevokeLeaseKeysRequest) String() string {
 func (*RevokeLeaseKeysRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[43]
+	mi := &file_basalt_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2785,7 @@ func (x *RevokeLeaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{43}
+	return file_basalt_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeLeaseKeysRequest) GetLease() int64 {
@@ -2770,7 +2810,7 @@ type RevokeLeaseKeysResponse struct {
 
 func (x *RevokeLeaseKeysResponse) Reset() {
 	*x = RevokeLeaseKeysResponse{}
-	mi := &file_basalt_proto_msgTypes[44]
+	mi := &file_basalt_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +2822,7 @@ func (x *RevokeLeaseKeysResponse) String() string {
 func (*RevokeLeaseKeysResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[44]
+	mi := &file_basalt_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +2835,7 @@ func (x *RevokeLeaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{44}
+	return file_basalt_proto_rawDescGZIP(), []int{45}
 }
 
 type WriteRequest struct {
@@ -2809,7 +2849,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_basalt_proto_msgTypes[45]
+	mi := &file_basalt_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2821,7 +2861,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[45]
+	mi := &file_basalt_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2834,7 +2874,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{45}
+	return file_basalt_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WriteRequest) GetTxns() [][]byte {
@@ -2854,7 +2894,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_basalt_proto_msgTypes[46]
+	mi := &file_basalt_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +2906,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[46]
+	mi := &file_basalt_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +2919,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{46}
+	return file_basalt_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WriteResponse) GetResults() []*WriteResult {
@@ -2902,7 +2942,7 @@ type WriteResult struct {
 
 func (x *WriteResult) Reset() {
 	*x = WriteResult{}
-	mi := &file_basalt_proto_msgTypes[47]
+	mi := &file_basalt_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2914,7 +2954,7 @@ func (x *WriteResult) String() string {
 func (*WriteResult) ProtoMessage() {}
 
 func (x *WriteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_basalt_proto_msgTypes[47]
+	mi := &file_basalt_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2927,7 +2967,7 @@ func (x *WriteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResult.ProtoReflect.Descriptor instead.
 func (*WriteResult) Descriptor() ([]byte, []int) {
-	return file_basalt_proto_rawDescGZIP(), []int{47}
+	return file_basalt_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WriteResult) GetTxnResponse() []byte {
@@ -2975,28 +3015,29 @@ const file_basalt_proto_rawDesc = "" +
 	"\x06ttl_ms\x18\x05 \x01(\x03R\x05ttlMs\".\n" +
 	"\bKeyRange\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\fR\x03end\"\x94\x02\n" +
+	"\x03end\x18\x02 \x01(\fR\x03end\"\xf8\x01\n" +
 	"\rCommitCommand\x12\x15\n" +
-	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\x12+\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12+\n" +
 	"\x06writes\x18\x03 \x01(\v2\x13.basalt.ShardWritesR\x06writes\x129\n" +
 	"\x06record\x18\x04 \x03(\v2!.basalt.CommitCommand.RecordEntryR\x06record\x12\x18\n" +
 	"\aprimary\x18\x05 \x01(\bR\aprimary\x1aN\n" +
 	"\vRecordEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12)\n" +
-	"\x05value\x18\x02 \x01(\v2\x13.basalt.ShardWritesR\x05value:\x028\x01\"3\n" +
-	"\vShardWrites\x12\x10\n" +
-	"\x03txn\x18\x01 \x01(\fR\x03txn\x12\x12\n" +
-	"\x04subs\x18\x02 \x03(\x03R\x04subs\"B\n" +
+	"\x05value\x18\x02 \x01(\v2\x13.basalt.ShardWritesR\x05value:\x028\x01\"C\n" +
+	"\vShardWrites\x124\n" +
+	"\trevisions\x18\x01 \x03(\v2\x16.basalt.RevisionWritesR\trevisions\"R\n" +
+	"\x0eRevisionWrites\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x10\n" +
+	"\x03txn\x18\x02 \x01(\fR\x03txn\x12\x12\n" +
+	"\x04subs\x18\x03 \x03(\x03R\x04subs\"B\n" +
 	"\fAbortCommand\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x1b\n" +
 	"\tfor_shard\x18\x02 \x01(\x04R\bforShard\"&\n" +
 	"\rForgetCommand\x12\x15\n" +
-	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\"\x9b\x01\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\"\x7f\n" +
 	"\tTxnResult\x12'\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\x12\x1c\n" +
-	"\tcommitted\x18\x02 \x01(\bR\tcommitted\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\x12+\n" +
+	"\tcommitted\x18\x02 \x01(\bR\tcommitted\x12+\n" +
 	"\x06writes\x18\x04 \x01(\v2\x13.basalt.ShardWritesR\x06writes\"\xba\x02\n" +
 	"\fSplitCommand\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x19\n" +
@@ -3174,7 +3215,7 @@ func file_basalt_proto_rawDescGZIP() []byte {
 }
 
 var file_basalt_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_basalt_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_basalt_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: basalt.ErrorCode
 	(*DataCommand)(nil),             // 1: basalt.DataCommand
@@ -3182,118 +3223,120 @@ var file_basalt_proto_goTypes = []any{
 	(*KeyRange)(nil),                // 3: basalt.KeyRange
 	(*CommitCommand)(nil),           // 4: basalt.CommitCommand
 	(*ShardWrites)(nil),             // 5: basalt.ShardWrites
-	(*AbortCommand)(nil),            // 6: basalt.AbortCommand
-	(*ForgetCommand)(nil),           // 7: basalt.ForgetCommand
-	(*TxnResult)(nil),               // 8: basalt.TxnResult
-	(*SplitCommand)(nil),            // 9: basalt.SplitCommand
-	(*WriteBatch)(nil),              // 10: basalt.WriteBatch
-	(*Write)(nil),                   // 11: basalt.Write
-	(*CompactCommand)(nil),          // 12: basalt.CompactCommand
-	(*ResolvedCommand)(nil),         // 13: basalt.ResolvedCommand
-	(*CompactResult)(nil),           // 14: basalt.CompactResult
-	(*MetaCommand)(nil),             // 15: basalt.MetaCommand
-	(*AllocShardID)(nil),            // 16: basalt.AllocShardID
-	(*RecordSplit)(nil),             // 17: basalt.RecordSplit
-	(*SetTSOCeiling)(nil),           // 18: basalt.SetTSOCeiling
-	(*ShardDescriptor)(nil),         // 19: basalt.ShardDescriptor
-	(*PutShard)(nil),                // 20: basalt.PutShard
-	(*Lease)(nil),                   // 21: basalt.Lease
-	(*LeaseGrant)(nil),              // 22: basalt.LeaseGrant
-	(*LeaseRevoke)(nil),             // 23: basalt.LeaseRevoke
-	(*LeaseCheckpoint)(nil),         // 24: basalt.LeaseCheckpoint
-	(*MetaResult)(nil),              // 25: basalt.MetaResult
-	(*RecordCompaction)(nil),        // 26: basalt.RecordCompaction
-	(*Member)(nil),                  // 27: basalt.Member
-	(*PutMember)(nil),               // 28: basalt.PutMember
-	(*RemoveMember)(nil),            // 29: basalt.RemoveMember
-	(*MetaState)(nil),               // 30: basalt.MetaState
-	(*TxnStepRequest)(nil),          // 31: basalt.TxnStepRequest
-	(*TxnStepResponse)(nil),         // 32: basalt.TxnStepResponse
-	(*ResolveRequest)(nil),          // 33: basalt.ResolveRequest
-	(*ResolveResponse)(nil),         // 34: basalt.ResolveResponse
-	(*SplitRequest)(nil),            // 35: basalt.SplitRequest
-	(*SplitResponse)(nil),           // 36: basalt.SplitResponse
-	(*ShardsRequest)(nil),           // 37: basalt.ShardsRequest
-	(*ShardsResponse)(nil),          // 38: basalt.ShardsResponse
-	(*ShardInfo)(nil),               // 39: basalt.ShardInfo
-	(*AllocateRequest)(nil),         // 40: basalt.AllocateRequest
-	(*AllocateResponse)(nil),        // 41: basalt.AllocateResponse
-	(*CurrentRequest)(nil),          // 42: basalt.CurrentRequest
-	(*CurrentResponse)(nil),         // 43: basalt.CurrentResponse
-	(*RevokeLeaseKeysRequest)(nil),  // 44: basalt.RevokeLeaseKeysRequest
-	(*RevokeLeaseKeysResponse)(nil), // 45: basalt.RevokeLeaseKeysResponse
-	(*WriteRequest)(nil),            // 46: basalt.WriteRequest
-	(*WriteResponse)(nil),           // 47: basalt.WriteResponse
-	(*WriteResult)(nil),             // 48: basalt.WriteResult
-	nil,                             // 49: basalt.CommitCommand.RecordEntry
-	nil,                             // 50: basalt.SplitCommand.ReplicasEntry
-	nil,                             // 51: basalt.SplitCommand.NonVotingEntry
-	nil,                             // 52: basalt.ShardDescriptor.ReplicasEntry
+	(*RevisionWrites)(nil),          // 6: basalt.RevisionWrites
+	(*AbortCommand)(nil),            // 7: basalt.AbortCommand
+	(*ForgetCommand)(nil),           // 8: basalt.ForgetCommand
+	(*TxnResult)(nil),               // 9: basalt.TxnResult
+	(*SplitCommand)(nil),            // 10: basalt.SplitCommand
+	(*WriteBatch)(nil),              // 11: basalt.WriteBatch
+	(*Write)(nil),                   // 12: basalt.Write
+	(*CompactCommand)(nil),          // 13: basalt.CompactCommand
+	(*ResolvedCommand)(nil),         // 14: basalt.ResolvedCommand
+	(*CompactResult)(nil),           // 15: basalt.CompactResult
+	(*MetaCommand)(nil),             // 16: basalt.MetaCommand
+	(*AllocShardID)(nil),            // 17: basalt.AllocShardID
+	(*RecordSplit)(nil),             // 18: basalt.RecordSplit
+	(*SetTSOCeiling)(nil),           // 19: basalt.SetTSOCeiling
+	(*ShardDescriptor)(nil),         // 20: basalt.ShardDescriptor
+	(*PutShard)(nil),                // 21: basalt.PutShard
+	(*Lease)(nil),                   // 22: basalt.Lease
+	(*LeaseGrant)(nil),              // 23: basalt.LeaseGrant
+	(*LeaseRevoke)(nil),             // 24: basalt.LeaseRevoke
+	(*LeaseCheckpoint)(nil),         // 25: basalt.LeaseCheckpoint
+	(*MetaResult)(nil),              // 26: basalt.MetaResult
+	(*RecordCompaction)(nil),        // 27: basalt.RecordCompaction
+	(*Member)(nil),                  // 28: basalt.Member
+	(*PutMember)(nil),               // 29: basalt.PutMember
+	(*RemoveMember)(nil),            // 30: basalt.RemoveMember
+	(*MetaState)(nil),               // 31: basalt.MetaState
+	(*TxnStepRequest)(nil),          // 32: basalt.TxnStepRequest
+	(*TxnStepResponse)(nil),         // 33: basalt.TxnStepResponse
+	(*ResolveRequest)(nil),          // 34: basalt.ResolveRequest
+	(*ResolveResponse)(nil),         // 35: basalt.ResolveResponse
+	(*SplitRequest)(nil),            // 36: basalt.SplitRequest
+	(*SplitResponse)(nil),           // 37: basalt.SplitResponse
+	(*ShardsRequest)(nil),           // 38: basalt.ShardsRequest
+	(*ShardsResponse)(nil),          // 39: basalt.ShardsResponse
+	(*ShardInfo)(nil),               // 40: basalt.ShardInfo
+	(*AllocateRequest)(nil),         // 41: basalt.AllocateRequest
+	(*AllocateResponse)(nil),        // 42: basalt.AllocateResponse
+	(*CurrentRequest)(nil),          // 43: basalt.CurrentRequest
+	(*CurrentResponse)(nil),         // 44: basalt.CurrentResponse
+	(*RevokeLeaseKeysRequest)(nil),  // 45: basalt.RevokeLeaseKeysRequest
+	(*RevokeLeaseKeysResponse)(nil), // 46: basalt.RevokeLeaseKeysResponse
+	(*WriteRequest)(nil),            // 47: basalt.WriteRequest
+	(*WriteResponse)(nil),           // 48: basalt.WriteResponse
+	(*WriteResult)(nil),             // 49: basalt.WriteResult
+	nil,                             // 50: basalt.CommitCommand.RecordEntry
+	nil,                             // 51: basalt.SplitCommand.ReplicasEntry
+	nil,                             // 52: basalt.SplitCommand.NonVotingEntry
+	nil,                             // 53: basalt.ShardDescriptor.ReplicasEntry
 }
 var file_basalt_proto_depIdxs = []int32{
-	10, // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
-	12, // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
-	13, // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
-	9,  // 3: basalt.DataCommand.split:type_name -> basalt.SplitCommand
+	11, // 0: basalt.DataCommand.write_batch:type_name -> basalt.WriteBatch
+	13, // 1: basalt.DataCommand.compact:type_name -> basalt.CompactCommand
+	14, // 2: basalt.DataCommand.resolved:type_name -> basalt.ResolvedCommand
+	10, // 3: basalt.DataCommand.split:type_name -> basalt.SplitCommand
 	2,  // 4: basalt.DataCommand.lock:type_name -> basalt.LockCommand
 	4,  // 5: basalt.DataCommand.commit:type_name -> basalt.CommitCommand
-	6,  // 6: basalt.DataCommand.abort:type_name -> basalt.AbortCommand
-	7,  // 7: basalt.DataCommand.forget:type_name -> basalt.ForgetCommand
+	7,  // 6: basalt.DataCommand.abort:type_name -> basalt.AbortCommand
+	8,  // 7: basalt.DataCommand.forget:type_name -> basalt.ForgetCommand
 	3,  // 8: basalt.LockCommand.spans:type_name -> basalt.KeyRange
 	5,  // 9: basalt.CommitCommand.writes:type_name -> basalt.ShardWrites
-	49, // 10: basalt.CommitCommand.record:type_name -> basalt.CommitCommand.RecordEntry
-	0,  // 11: basalt.TxnResult.error:type_name -> basalt.ErrorCode
-	5,  // 12: basalt.TxnResult.writes:type_name -> basalt.ShardWrites
-	50, // 13: basalt.SplitCommand.replicas:type_name -> basalt.SplitCommand.ReplicasEntry
-	51, // 14: basalt.SplitCommand.non_voting:type_name -> basalt.SplitCommand.NonVotingEntry
-	11, // 15: basalt.WriteBatch.writes:type_name -> basalt.Write
-	0,  // 16: basalt.CompactResult.error:type_name -> basalt.ErrorCode
-	18, // 17: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
-	20, // 18: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
-	26, // 19: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
-	22, // 20: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
-	23, // 21: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
-	24, // 22: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
-	28, // 23: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
-	29, // 24: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
-	16, // 25: basalt.MetaCommand.alloc_shard_id:type_name -> basalt.AllocShardID
-	17, // 26: basalt.MetaCommand.record_split:type_name -> basalt.RecordSplit
-	19, // 27: basalt.RecordSplit.child:type_name -> basalt.ShardDescriptor
-	52, // 28: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
-	19, // 29: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
-	21, // 30: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
-	0,  // 31: basalt.MetaResult.error:type_name -> basalt.ErrorCode
-	27, // 32: basalt.PutMember.member:type_name -> basalt.Member
-	19, // 33: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
-	27, // 34: basalt.MetaState.members:type_name -> basalt.Member
-	8,  // 35: basalt.TxnStepResponse.result:type_name -> basalt.TxnResult
-	19, // 36: basalt.SplitResponse.left:type_name -> basalt.ShardDescriptor
-	19, // 37: basalt.SplitResponse.right:type_name -> basalt.ShardDescriptor
-	39, // 38: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
-	19, // 39: basalt.ShardInfo.descriptor:type_name -> basalt.ShardDescriptor
-	48, // 40: basalt.WriteResponse.results:type_name -> basalt.WriteResult
-	5,  // 41: basalt.CommitCommand.RecordEntry.value:type_name -> basalt.ShardWrites
-	40, // 42: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
-	42, // 43: basalt.Internal.Current:input_type -> basalt.CurrentRequest
-	44, // 44: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
-	46, // 45: basalt.Internal.Write:input_type -> basalt.WriteRequest
-	35, // 46: basalt.Internal.Split:input_type -> basalt.SplitRequest
-	37, // 47: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
-	33, // 48: basalt.Internal.Resolve:input_type -> basalt.ResolveRequest
-	31, // 49: basalt.Internal.TxnStep:input_type -> basalt.TxnStepRequest
-	41, // 50: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
-	43, // 51: basalt.Internal.Current:output_type -> basalt.CurrentResponse
-	45, // 52: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
-	47, // 53: basalt.Internal.Write:output_type -> basalt.WriteResponse
-	36, // 54: basalt.Internal.Split:output_type -> basalt.SplitResponse
-	38, // 55: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
-	34, // 56: basalt.Internal.Resolve:output_type -> basalt.ResolveResponse
-	32, // 57: basalt.Internal.TxnStep:output_type -> basalt.TxnStepResponse
-	50, // [50:58] is the sub-list for method output_type
-	42, // [42:50] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	50, // 10: basalt.CommitCommand.record:type_name -> basalt.CommitCommand.RecordEntry
+	6,  // 11: basalt.ShardWrites.revisions:type_name -> basalt.RevisionWrites
+	0,  // 12: basalt.TxnResult.error:type_name -> basalt.ErrorCode
+	5,  // 13: basalt.TxnResult.writes:type_name -> basalt.ShardWrites
+	51, // 14: basalt.SplitCommand.replicas:type_name -> basalt.SplitCommand.ReplicasEntry
+	52, // 15: basalt.SplitCommand.non_voting:type_name -> basalt.SplitCommand.NonVotingEntry
+	12, // 16: basalt.WriteBatch.writes:type_name -> basalt.Write
+	0,  // 17: basalt.CompactResult.error:type_name -> basalt.ErrorCode
+	19, // 18: basalt.MetaCommand.set_tso_ceiling:type_name -> basalt.SetTSOCeiling
+	21, // 19: basalt.MetaCommand.put_shard:type_name -> basalt.PutShard
+	27, // 20: basalt.MetaCommand.record_compaction:type_name -> basalt.RecordCompaction
+	23, // 21: basalt.MetaCommand.lease_grant:type_name -> basalt.LeaseGrant
+	24, // 22: basalt.MetaCommand.lease_revoke:type_name -> basalt.LeaseRevoke
+	25, // 23: basalt.MetaCommand.lease_checkpoint:type_name -> basalt.LeaseCheckpoint
+	29, // 24: basalt.MetaCommand.put_member:type_name -> basalt.PutMember
+	30, // 25: basalt.MetaCommand.remove_member:type_name -> basalt.RemoveMember
+	17, // 26: basalt.MetaCommand.alloc_shard_id:type_name -> basalt.AllocShardID
+	18, // 27: basalt.MetaCommand.record_split:type_name -> basalt.RecordSplit
+	20, // 28: basalt.RecordSplit.child:type_name -> basalt.ShardDescriptor
+	53, // 29: basalt.ShardDescriptor.replicas:type_name -> basalt.ShardDescriptor.ReplicasEntry
+	20, // 30: basalt.PutShard.shard:type_name -> basalt.ShardDescriptor
+	22, // 31: basalt.LeaseCheckpoint.leases:type_name -> basalt.Lease
+	0,  // 32: basalt.MetaResult.error:type_name -> basalt.ErrorCode
+	28, // 33: basalt.PutMember.member:type_name -> basalt.Member
+	20, // 34: basalt.MetaState.shards:type_name -> basalt.ShardDescriptor
+	28, // 35: basalt.MetaState.members:type_name -> basalt.Member
+	9,  // 36: basalt.TxnStepResponse.result:type_name -> basalt.TxnResult
+	20, // 37: basalt.SplitResponse.left:type_name -> basalt.ShardDescriptor
+	20, // 38: basalt.SplitResponse.right:type_name -> basalt.ShardDescriptor
+	40, // 39: basalt.ShardsResponse.shards:type_name -> basalt.ShardInfo
+	20, // 40: basalt.ShardInfo.descriptor:type_name -> basalt.ShardDescriptor
+	49, // 41: basalt.WriteResponse.results:type_name -> basalt.WriteResult
+	5,  // 42: basalt.CommitCommand.RecordEntry.value:type_name -> basalt.ShardWrites
+	41, // 43: basalt.Internal.Allocate:input_type -> basalt.AllocateRequest
+	43, // 44: basalt.Internal.Current:input_type -> basalt.CurrentRequest
+	45, // 45: basalt.Internal.RevokeLeaseKeys:input_type -> basalt.RevokeLeaseKeysRequest
+	47, // 46: basalt.Internal.Write:input_type -> basalt.WriteRequest
+	36, // 47: basalt.Internal.Split:input_type -> basalt.SplitRequest
+	38, // 48: basalt.Internal.Shards:input_type -> basalt.ShardsRequest
+	34, // 49: basalt.Internal.Resolve:input_type -> basalt.ResolveRequest
+	32, // 50: basalt.Internal.TxnStep:input_type -> basalt.TxnStepRequest
+	42, // 51: basalt.Internal.Allocate:output_type -> basalt.AllocateResponse
+	44, // 52: basalt.Internal.Current:output_type -> basalt.CurrentResponse
+	46, // 53: basalt.Internal.RevokeLeaseKeys:output_type -> basalt.RevokeLeaseKeysResponse
+	48, // 54: basalt.Internal.Write:output_type -> basalt.WriteResponse
+	37, // 55: basalt.Internal.Split:output_type -> basalt.SplitResponse
+	39, // 56: basalt.Internal.Shards:output_type -> basalt.ShardsResponse
+	35, // 57: basalt.Internal.Resolve:output_type -> basalt.ResolveResponse
+	33, // 58: basalt.Internal.TxnStep:output_type -> basalt.TxnStepResponse
+	51, // [51:59] is the sub-list for method output_type
+	43, // [43:51] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_basalt_proto_init() }
@@ -3311,7 +3354,7 @@ func file_basalt_proto_init() {
 		(*DataCommand_Abort)(nil),
 		(*DataCommand_Forget)(nil),
 	}
-	file_basalt_proto_msgTypes[14].OneofWrappers = []any{
+	file_basalt_proto_msgTypes[15].OneofWrappers = []any{
 		(*MetaCommand_SetTsoCeiling)(nil),
 		(*MetaCommand_PutShard)(nil),
 		(*MetaCommand_RecordCompaction)(nil),
@@ -3329,7 +3372,7 @@ func file_basalt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_basalt_proto_rawDesc), len(file_basalt_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
