@@ -11,12 +11,12 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
-// A transaction across shards (DESIGN §5) locks each of its shards, which
-// then applies no other write until the transaction commits or aborts
-// there. While every shard holds the lock, the coordinator works out the
-// whole transaction on its own node (PlanTxn): the shards' applied state is
-// their state just before the commit revision. Each shard then applies its
-// part (ApplyWrites), all at the commit revision.
+// A transaction across shards (DESIGN §5), or a group of them, locks each
+// of its shards, which then applies no other write until the group commits
+// or aborts there. While every shard holds the lock, the coordinator works
+// the transactions out on its own node (Planner): the shards' applied state
+// is their state just before the group's revisions. Each shard then applies
+// its part (ApplyWrites), each transaction at its revision.
 
 // Lock returns the encoded lock the shard holds, nil when none.
 func (sh *Shard) Lock() []byte {
