@@ -26,6 +26,8 @@ type Source interface {
 	Observe(o shard.Observer)
 	// ResolveNow asks for a resolved revision to be published now.
 	ResolveNow()
+	// Resolved returns the shard's resolved revision on this replica.
+	Resolved() int64
 }
 
 const (
@@ -127,7 +129,9 @@ func (g *group) addSource(src Source) {
 	src.Observe(s)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s.resolved = src.Shard().Rev()
+	// The replica's resolved revision, not just its newest write: a marker
+	// it applied before it joined is not published again.
+	s.resolved = max(src.Shard().Rev(), src.Resolved())
 	if from := max(g.resolved, src.Shard().BornRev()) + 1; len(g.sources) > 0 && s.resolved >= from {
 		// The shard applied writes before it joined (a split's child that
 		// caught up, or got a snapshot, before its replica was served):

@@ -438,7 +438,11 @@ func TestSplitReachesLearners(t *testing.T) {
 				seen = append(seen, string(ev.Kv.Key))
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("the learner's watch saw %v, want k7 and k2", seen)
+			var state []string
+			for _, sh := range shards(t, c, learner) {
+				state = append(state, fmt.Sprintf("shard %d [%q, %q) revision %d", sh.Descriptor_.ShardId, sh.Descriptor_.Start, sh.Descriptor_.End, sh.Revision))
+			}
+			t.Fatalf("the learner's watch saw %v, want k7 and k2 (its shards: %v)", seen, state)
 		}
 	}
 	if seen[0] != "k7" || seen[1] != "k2" {
