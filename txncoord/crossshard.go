@@ -2,6 +2,7 @@ package txncoord
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -175,7 +176,7 @@ func (c *Coordinator) runGroup(group []*acrossReq) {
 	}
 	id := rand.Uint64() | 1
 	order := slices.Clone(parts)
-	slices.SortFunc(order, func(a, b *txnPart) int { return cmpID(a.desc.ShardId, b.desc.ShardId) })
+	slices.SortFunc(order, func(a, b *txnPart) int { return cmp.Compare(a.desc.ShardId, b.desc.ShardId) })
 	primary := order[0].desc.ShardId
 	var locked []*txnPart
 	abort := func(err error) {
@@ -282,16 +283,6 @@ func (c *Coordinator) runGroup(group []*acrossReq) {
 	if c.commitOthers(ctx, id, order[1:], writes) {
 		go c.forget(id, primary)
 	}
-}
-
-func cmpID(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // commitPrimary commits the transaction on its primary shard. When the
