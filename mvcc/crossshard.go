@@ -65,15 +65,7 @@ func (w *Writer) SetTxnRecord(id uint64, record []byte) {
 // TxnRecord returns the commit record of transaction id, as this batch
 // leaves it.
 func (w *Writer) TxnRecord(id uint64) ([]byte, bool, error) {
-	v, closer, err := w.b.Get(appendMetaKey(nil, w.sh.id, txnRecordName(id)))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	defer closer.Close()
-	return append([]byte(nil), v...), true, nil
+	return getCopy(w.b, appendMetaKey(nil, w.sh.id, txnRecordName(id)))
 }
 
 // ApplyWrites applies one shard's part of a transaction across shards at

@@ -113,7 +113,13 @@ func (s *Store) DiskSize() int64 {
 
 // GetMeta reads one metadata field of a shard. ok is false when it is absent.
 func (s *Store) GetMeta(shardID uint64, name string) (value []byte, ok bool, err error) {
-	v, closer, err := s.db.Get(appendMetaKey(nil, shardID, name))
+	return getCopy(s.db, appendMetaKey(nil, shardID, name))
+}
+
+// getCopy reads key's value from r into a new slice; ok is false when
+// there is none.
+func getCopy(r pebble.Reader, key []byte) (value []byte, ok bool, err error) {
+	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
