@@ -484,8 +484,19 @@ func (c *Coordinator) RevokeLeaseKeys(ctx context.Context, lease int64) error {
 // revokeLeaseKeysAt deletes the keys of one shard attached to a lease at
 // the shard's leader.
 func (c *Coordinator) revokeLeaseKeysAt(ctx context.Context, lease int64, shardID uint64) error {
+	return c.atShardLeader(ctx, func() error { return c.RevokeLeaseKeysHere(ctx, lease, shardID) },
+		func(peer basaltpb.InternalClient) error {
+			_, err := peer.RevokeLeaseKeys(ctx, &basaltpb.RevokeLeaseKeysRequest{Lease: lease, ShardId: shardID})
+			return err
+		})
+}
+
+// atShardLeader runs here, on this node's replica of a shard, or, when it
+// names a leader on another member, there through that member's Internal
+// service; it retries while the leader is unknown or moving (Retry).
+func (c *Coordinator) atShardLeader(ctx context.Context, here func() error, there func(basaltpb.InternalClient) error) error {
 	return Retry(ctx, func() error {
-		err := c.RevokeLeaseKeysHere(ctx, lease, shardID)
+		err := here()
 		leader := shard.LeaderElsewhere(err)
 		if leader == 0 || c.peers == nil {
 			return err
@@ -494,8 +505,7 @@ func (c *Coordinator) revokeLeaseKeysAt(ctx context.Context, lease int64, shardI
 		if err != nil {
 			return err
 		}
-		_, err = peer.RevokeLeaseKeys(ctx, &basaltpb.RevokeLeaseKeysRequest{Lease: lease, ShardId: shardID})
-		return FromRemote(err)
+		return FromRemote(there(peer))
 	})
 }
 

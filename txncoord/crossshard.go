@@ -384,23 +384,17 @@ func (c *Coordinator) ResolveLock(ctx context.Context, shardID uint64, l *basalt
 // leader: here, or through the Internal service.
 func (c *Coordinator) txnStep(ctx context.Context, shardID uint64, cmd *basaltpb.DataCommand) (*basaltpb.TxnResult, error) {
 	var res *basaltpb.TxnResult
-	err := Retry(ctx, func() (err error) {
+	err := c.atShardLeader(ctx, func() (err error) {
 		res, err = c.TxnStepHere(ctx, shardID, cmd)
-		leader := shard.LeaderElsewhere(err)
-		if leader == 0 || c.peers == nil {
-			return err
-		}
-		peer, err := c.peers.Internal(leader)
-		if err != nil {
-			return err
-		}
+		return err
+	}, func(peer basaltpb.InternalClient) error {
 		data, err := proto.Marshal(cmd)
 		if err != nil {
 			return err
 		}
 		resp, err := peer.TxnStep(ctx, &basaltpb.TxnStepRequest{ShardId: shardID, Command: data})
 		if err != nil {
-			return FromRemote(err)
+			return err
 		}
 		res = resp.Result
 		return nil
