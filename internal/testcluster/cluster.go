@@ -226,6 +226,14 @@ func (c *Cluster) Restart(idx ...int) {
 	c.start(idx...)
 }
 
+// Configure changes the configuration node i starts with next (a Restart
+// after a Stop).
+func (c *Cluster) Configure(i int, opts ...Option) {
+	for _, o := range opts {
+		o(&c.Nodes[i].cfg)
+	}
+}
+
 // StopAll stops every running node.
 func (c *Cluster) StopAll() {
 	for i := range c.Nodes {

@@ -21,7 +21,7 @@ import (
 
 // internalClient returns the Internal service of node i (what basaltctl
 // talks to).
-func internalClient(t *testing.T, c *Cluster, i int) basaltpb.InternalClient {
+func internalClient(t testing.TB, c *Cluster, i int) basaltpb.InternalClient {
 	t.Helper()
 	u, err := url.Parse(c.Nodes[i].ClientURL)
 	if err != nil {
@@ -37,7 +37,7 @@ func internalClient(t *testing.T, c *Cluster, i int) basaltpb.InternalClient {
 
 // split splits the shard holding key at key, asking node i (which forwards
 // the request to the shard's leader).
-func split(t *testing.T, c *Cluster, i int, key string) {
+func split(t testing.TB, c *Cluster, i int, key string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -47,7 +47,7 @@ func split(t *testing.T, c *Cluster, i int, key string) {
 }
 
 // shards lists the shards as node i knows them.
-func shards(t *testing.T, c *Cluster, i int) []*basaltpb.ShardInfo {
+func shards(t testing.TB, c *Cluster, i int) []*basaltpb.ShardInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
