@@ -1,12 +1,17 @@
 package router
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"os"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/basaltdb/basalt/internal/version"
 	"github.com/basaltdb/basalt/proto/basaltpb"
@@ -16,8 +21,8 @@ import (
 // Status.
 const defaultQuotaBytes = 2 << 30
 
-// maintenanceServer is etcd's Maintenance service: Status, HashKV and the
-// alarm list.
+// maintenanceServer is etcd's Maintenance service: Status, HashKV, the
+// alarm list, Defragment, Snapshot and MoveLeader.
 type maintenanceServer struct {
 	pb.UnimplementedMaintenanceServer
 	s *Server
@@ -197,4 +202,60 @@ func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 		return nil, err
 	}
 	return resp, nil
+}
+
+// snapshotChunk is the size of the blobs Snapshot sends (etcd's).
+const snapshotChunk = 32 << 10
+
+// Snapshot streams a backup of the whole key space at the current revision
+// (its format is in mvcc/backup.go): `etcdctl snapshot save` writes it to a
+// file, and `basaltctl snapshot restore` makes a new cluster's data
+// directories from that file. Like etcd, the first message carries the
+// header and the size; the stream ends with the SHA-256 of what precedes it.
+func (m *maintenanceServer) Snapshot(_ *pb.SnapshotRequest, srv grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
+	ctx := srv.Context()
+	if m.s.cfg.Backup == nil {
+		return status.Error(codes.Unimplemented, "method Snapshot not implemented")
+	}
+	f, err := os.CreateTemp(m.s.cfg.SpoolDir, "snapshot-*.part")
+	if err != nil {
+		return toGRPCError(ctx, err)
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err := m.s.cfg.Backup(ctx, bw); err != nil {
+		return toGRPCError(ctx, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return toGRPCError(ctx, err)
+	}
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return toGRPCError(ctx, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return toGRPCError(ctx, err)
+	}
+	first := &pb.SnapshotResponse{Header: &pb.ResponseHeader{}, RemainingBytes: uint64(size), Version: version.Etcd}
+	if err := m.s.fillHeaderCurrent(ctx, first.Header); err != nil {
+		return err
+	}
+	if err := srv.Send(first); err != nil {
+		return err
+	}
+	buf := make([]byte, snapshotChunk)
+	for sent := int64(0); sent < size; {
+		n, err := io.ReadFull(f, buf[:min(int64(len(buf)), size-sent)])
+		if err != nil {
+			return toGRPCError(ctx, err)
+		}
+		sent += int64(n)
+		if err := srv.Send(&pb.SnapshotResponse{RemainingBytes: uint64(size - sent), Blob: buf[:n], Version: version.Etcd}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

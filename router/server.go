@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -86,6 +87,11 @@ type Config struct {
 	Status func() NodeStatus
 	// Defragment compacts the node's store (Maintenance.Defragment).
 	Defragment func(ctx context.Context) error
+	// Backup writes a backup of the key space (Maintenance.Snapshot).
+	Backup func(ctx context.Context, w io.Writer) error
+	// SpoolDir is where Maintenance.Snapshot writes the backup before it
+	// streams it (the first message tells its size, as etcd's does).
+	SpoolDir string
 	// RaftTerm returns the term reported in response headers.
 	RaftTerm func() uint64
 	// SelfEndpoint is a client URL of this server, which the lock and

@@ -374,3 +374,28 @@ func (m *MetaStateMachine) Close() error { return nil }
 func EncodeMetaCommand(c *basaltpb.MetaCommand) ([]byte, error) {
 	return proto.Marshal(c)
 }
+
+// RestoreMeta writes the meta group's state for a cluster restored from a
+// backup (mvcc.RestoreBackup): the TSO goes on above rev, compaction is at
+// compacted, and the backup's leases exist with their whole TTL. Members
+// and shards are left to the new cluster's bootstrap.
+func RestoreMeta(store *mvcc.Store, rev, compacted int64, leases []mvcc.BackupLease) error {
+	// The TSO hands out revisions from the ceiling on.
+	state, err := proto.Marshal(&basaltpb.MetaState{TsoCeiling: rev + 1, CompactRevision: max(compacted, 0)})
+	if err != nil {
+		return err
+	}
+	b := store.NewMetaBatch()
+	b.Set(MetaShardID, metaStateField, state)
+	for _, l := range leases {
+		data, err := proto.Marshal(&basaltpb.Lease{Id: l.ID, Ttl: l.TTL})
+		if err != nil {
+			return err
+		}
+		b.Set(MetaShardID, leaseField(l.ID), data)
+	}
+	if err := b.Commit(); err != nil {
+		return err
+	}
+	return store.Sync()
+}

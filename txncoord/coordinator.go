@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"time"
 
@@ -432,6 +433,29 @@ func (c *Coordinator) HashKV(ctx context.Context, rev int64) (mvcc.KeyValueHash,
 		return err
 	})
 	return h, cur, err
+}
+
+// Backup writes a backup of the whole key space (mvcc.WriteBackup) at the
+// current revision. This node's meta replica catches up before leases is
+// called, so that every lease granted by then is in it.
+func (c *Coordinator) Backup(ctx context.Context, w io.Writer, leases func() []mvcc.BackupLease) error {
+	for {
+		var view *mvcc.ReadView
+		err := c.retry(ctx, func() (err error) {
+			view, err = c.readView(ctx, []keySpan{{key: []byte{}, end: []byte{0}}}, false)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := c.meta.Sync(ctx); err != nil {
+			return err
+		}
+		// A compaction past the view's revision: take a newer view.
+		if err := view.WriteBackup(ctx, w, leases()); !errors.Is(err, mvcc.ErrCompacted) {
+			return err
+		}
+	}
 }
 
 // RevokeLeaseKeys deletes every key attached to a lease, with DELETE

@@ -19,8 +19,8 @@ import (
 	"github.com/basaltdb/basalt/internal/etcdproc"
 )
 
-// binary is the basalt binary built for these tests.
-var binary string
+// binary is the basalt binary built for these tests, ctlBinary basaltctl.
+var binary, ctlBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "basalt-e2e")
@@ -29,9 +29,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "basalt")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build basalt: %v\n%s", err, out)
-		os.Exit(1)
+	ctlBinary = filepath.Join(dir, "basaltctl")
+	for bin, pkg := range map[string]string{binary: ".", ctlBinary: "../basaltctl"} {
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -1,8 +1,10 @@
 // Command basaltctl is Basalt's admin tool for what etcdctl does not cover:
-// shards and benchmarks.
+// shards, restoring snapshots, and benchmarks.
 //
 //	basaltctl shards [--endpoint host:port]   list the shards
 //	basaltctl shard split KEY                 split the shard that holds KEY at KEY
+//	basaltctl snapshot restore FILE --data-dir DIR
+//	                                          a new member's data from `etcdctl snapshot save`
 //	basaltctl bench WORKLOAD [flags]          run against --endpoints
 //	basaltctl bench compare WORKLOAD [flags]  Basalt and etcd 3.7.3 side by side
 //	basaltctl bench merge RESULT.json...      merge results of several client machines
@@ -40,6 +42,9 @@ func main() {
 const usage = `usage:
   basaltctl shards [--endpoint host:port]    list the shards: span, size, keys, leader, replicas
   basaltctl shard split KEY [--endpoint ..]  split the shard that holds KEY at KEY
+  basaltctl snapshot restore FILE --data-dir DIR
+                                             make a new member's data directory from a snapshot
+                                             that etcdctl snapshot save took
   basaltctl bench WORKLOAD [flags]           run a workload against --endpoints
   basaltctl bench compare WORKLOAD [flags]   run it against Basalt and etcd 3.7.3, side by side
   basaltctl bench merge RESULT.json...       merge results measured from several machines
@@ -62,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runShards(ctx, args[1:], stdout, stderr)
 	case "shard":
 		return runShard(ctx, args[1:], stdout, stderr)
+	case "snapshot":
+		return runSnapshot(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 }

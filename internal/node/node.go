@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/basaltdb/basalt/internal/logging"
+	"github.com/basaltdb/basalt/mvcc"
 	"github.com/basaltdb/basalt/placement"
 	"github.com/basaltdb/basalt/proto/basaltpb"
 	"github.com/basaltdb/basalt/router"
@@ -304,6 +306,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		MaxTxnOps:       cfg.MaxTxnOps,
 		Status:          n.status,
 		Defragment:      n.host.Store().Defragment,
+		Backup:          n.backup,
+		SpoolDir:        cfg.DataDir,
 		RaftTerm:        n.raftTerm,
 		SelfEndpoint:    selfEndpoint(n.listeners[0].Addr()),
 		EnablePprof:     cfg.EnablePprof,
@@ -357,6 +361,19 @@ func (n *Node) identity(ctx context.Context) (id uint64, initial []*basaltpb.Mem
 			cfg.Name, strings.Join(initial[i].PeerUrls, ","), cfg.AdvertisePeerURL)
 	}
 	return initial[i].Id, initial, cfg.InitialClusterState == "existing", nil
+}
+
+// backup writes a backup of the key space and the leases
+// (Maintenance.Snapshot). Every member holds a replica of every shard, so
+// any member can take it.
+func (n *Node) backup(ctx context.Context, w io.Writer) error {
+	return n.coord.Backup(ctx, w, func() []mvcc.BackupLease {
+		var leases []mvcc.BackupLease
+		for _, l := range n.host.Meta().Leases() {
+			leases = append(leases, mvcc.BackupLease{ID: l.Id, TTL: l.Ttl})
+		}
+		return leases
+	})
 }
 
 // metaLeader returns the member that leads the meta group (0 when unknown).
