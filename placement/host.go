@@ -176,7 +176,7 @@ func Start(cfg Config) (*Host, error) {
 		ListenAddress:     cfg.ListenAddress,
 		RaftEventListener: h,
 		Expert: config.ExpertConfig{
-			LogDB:            config.GetTinyMemLogDBConfig(),
+			LogDB:            logDBConfig(),
 			TransportFactory: cfg.TransportFactory,
 		},
 	}
@@ -231,6 +231,18 @@ func Start(cfg Config) (*Host, error) {
 		}
 	}
 	return h, nil
+}
+
+// logDBConfig is the configuration of the Raft logs' store: one Pebble
+// for every group. (Dragonboat's default is 16, each with its own
+// write-ahead log: with many shards, each step worker then synced its own
+// log, and fsyncs took a quarter of a node's CPU. In one Pebble, concurrent
+// saves share a sync.) Dragonboat records the count in the data directory
+// and refuses to open it with another.
+func logDBConfig() config.LogDBConfig {
+	c := config.GetTinyMemLogDBConfig()
+	c.Shards = 1
+	return c
 }
 
 // initialVoters returns the replicas of a new cluster's groups: every
