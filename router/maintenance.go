@@ -5,10 +5,12 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -207,6 +209,23 @@ func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 // snapshotChunk is the size of the blobs Snapshot sends (etcd's).
 const snapshotChunk = 32 << 10
 
+// spoolPattern names the files Snapshot spools backups to.
+const spoolPattern = "snapshot-*.part"
+
+// removeSpooledSnapshots removes backups a Snapshot call spooled to dir and
+// did not remove (the process stopped while it streamed).
+func removeSpooledSnapshots(dir string, lg *zap.Logger) {
+	if dir == "" {
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, spoolPattern))
+	for _, f := range files {
+		if err := os.Remove(f); err != nil {
+			lg.Warn("remove-spooled-snapshot", zap.String("path", f), zap.Error(err))
+		}
+	}
+}
+
 // Snapshot streams a backup of the whole key space at the current revision
 // (its format is in mvcc/backup.go): `etcdctl snapshot save` writes it to a
 // file, and `basaltctl snapshot restore` makes a new cluster's data
@@ -217,7 +236,7 @@ func (m *maintenanceServer) Snapshot(_ *pb.SnapshotRequest, srv grpc.ServerStrea
 	if m.s.cfg.Backup == nil {
 		return status.Error(codes.Unimplemented, "method Snapshot not implemented")
 	}
-	f, err := os.CreateTemp(m.s.cfg.SpoolDir, "snapshot-*.part")
+	f, err := os.CreateTemp(m.s.cfg.SpoolDir, spoolPattern)
 	if err != nil {
 		return toGRPCError(ctx, err)
 	}

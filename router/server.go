@@ -164,6 +164,7 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 		return nil, err
 	}
 	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger, peers: cfg.Peers, fwd: newWriteForwarder(cfg.Peers)}
+	removeSpooledSnapshots(cfg.SpoolDir, s.lg)
 	// The lock and election services are etcd's own, written against a
 	// client; like etcd, they get one of this server.
 	self, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.SelfEndpoint}, Logger: zap.NewNop()})

@@ -210,7 +210,16 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		t.Fatalf("restore into a non-empty data dir: %v\n%s", err, out)
 	}
 
+	// What a snapshot spools is removed when the process starts (here, as
+	// if one had crashed while it streamed).
+	spooled := filepath.Join(dataDir, "snapshot-1.part")
+	if err := os.WriteFile(spooled, []byte("half a snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r := startProcess(t, dataDir, freeAddr(t), freeAddr(t))
+	if _, err := os.Stat(spooled); !os.IsNotExist(err) {
+		t.Errorf("a spooled snapshot survived the start: %v", err)
+	}
 	rcli := newClient(t, r.clientURL)
 	got := viewOf(t, ctx, rcli, rev, old, compacted, lease.ID)
 	if d := want.diff(got); d != "" {
