@@ -3,7 +3,6 @@ package mvcc
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -18,9 +17,10 @@ import (
 //
 //	magic "basalt-backup-1\n"
 //	revision, compacted revision (varints)
-//	records: key length, Pebble key, value length, value (uvarints), ended
-//	  by a zero key length; the versions (keyspace d) and change log
-//	  (keyspace c) at or below the revision, as the store holds them
+//	records, as in a replica's snapshot: key length, Pebble key, value
+//	  length, value, ended by a zero key length; the versions (keyspace
+//	  d) and change log (keyspace c) at or below the revision, as the
+//	  store holds them
 //	leases: count, then id and TTL of each (varints)
 //	zero bytes up to a multiple of 512
 //	SHA-256 of everything before it
@@ -55,7 +55,7 @@ type BackupInfo struct {
 // deletes keys of leases that do not exist.) It fails with ErrCompacted,
 // before writing anything, when a compaction past the view's revision
 // removed versions it needs.
-func (v *ReadView) WriteBackup(ctx context.Context, w io.Writer, leases []BackupLease) error {
+func (v *ReadView) WriteBackup(w io.Writer, leases []BackupLease) error {
 	snap := v.shards[0].store.db.NewSnapshot()
 	defer snap.Close()
 	// Compactions publish their revision before they delete: read after
@@ -67,94 +67,35 @@ func (v *ReadView) WriteBackup(ctx context.Context, w io.Writer, leases []Backup
 
 	h := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(w, h)}
-	bw := bufio.NewWriterSize(cw, 256<<10)
 	var buf []byte
 	buf = append(buf, backupMagic...)
 	buf = binary.AppendVarint(buf, v.rev)
 	buf = binary.AppendVarint(buf, compacted)
-	if _, err := bw.Write(buf); err != nil {
+	if _, err := cw.Write(buf); err != nil {
 		return err
 	}
-	record := func(key, value []byte) error {
-		buf = binary.AppendUvarint(buf[:0], uint64(len(key)))
-		buf = append(buf, key...)
-		buf = binary.AppendUvarint(buf, uint64(len(value)))
-		if _, err := bw.Write(buf); err != nil {
-			return err
-		}
-		_, err := bw.Write(value)
-		return err
-	}
-
-	// Versions, then the change log up to the revision.
+	// The records are a replica snapshot's (writeSnapshot): the versions,
+	// then the change log, up to the revision.
 	lower, upper := dataSpanBounds(v.span.start, v.span.end)
-	it, err := snap.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return err
-	}
-	for valid := it.First(); valid; valid = it.Next() {
-		_, r, ok := decodeDataKey(it.Key())
-		if !ok {
-			it.Close()
-			return errCorruptValue
-		}
-		if r.Main > v.rev {
-			continue
-		}
-		value, err := it.ValueAndErr()
-		if err != nil {
-			it.Close()
-			return err
-		}
-		if err := record(it.Key(), value); err != nil {
-			it.Close()
-			return err
-		}
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
-
-	it, err = snap.NewIterWithContext(ctx, &pebble.IterOptions{
-		LowerBound: []byte{keyspaceChange},
-		UpperBound: appendChangeKey(nil, Revision{Main: v.rev + 1}),
+	err := writeSnapshot(snap, cw, []selector{
+		{lower: lower, upper: upper, keep: func(key, _ []byte) bool {
+			_, r, ok := decodeDataKey(key)
+			return ok && r.Main <= v.rev
+		}},
+		{lower: []byte{keyspaceChange}, upper: appendChangeKey(nil, Revision{Main: v.rev + 1}), keep: func(_, value []byte) bool {
+			_, userKey, err := decodeChange(value)
+			return err == nil && v.span.contains(userKey)
+		}},
 	})
 	if err != nil {
 		return err
 	}
-	for valid := it.First(); valid; valid = it.Next() {
-		value, err := it.ValueAndErr()
-		if err != nil {
-			it.Close()
-			return err
-		}
-		_, userKey, err := decodeChange(value)
-		if err != nil {
-			it.Close()
-			return err
-		}
-		if !v.span.contains(userKey) {
-			continue
-		}
-		if err := record(it.Key(), value); err != nil {
-			it.Close()
-			return err
-		}
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
-
-	buf = append(buf[:0], 0)
-	buf = binary.AppendUvarint(buf, uint64(len(leases)))
+	buf = binary.AppendUvarint(buf[:0], uint64(len(leases)))
 	for _, l := range leases {
 		buf = binary.AppendVarint(buf, l.ID)
 		buf = binary.AppendVarint(buf, l.TTL)
 	}
-	if _, err := bw.Write(buf); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
+	if _, err := cw.Write(buf); err != nil {
 		return err
 	}
 	if pad := (backupAlign - cw.n%backupAlign) % backupAlign; pad > 0 {

@@ -452,7 +452,7 @@ func (c *Coordinator) Backup(ctx context.Context, w io.Writer, leases func() []m
 			return err
 		}
 		// A compaction past the view's revision: take a newer view.
-		if err := view.WriteBackup(ctx, w, leases()); !errors.Is(err, mvcc.ErrCompacted) {
+		if err := view.WriteBackup(w, leases()); !errors.Is(err, mvcc.ErrCompacted) {
 			return err
 		}
 	}
