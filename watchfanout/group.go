@@ -151,6 +151,9 @@ func (g *group) addSource(src Source) {
 	if len(g.sources) == 1 {
 		g.advanceLocked(s.resolved)
 	}
+	// The spans may cover the key space again, with events held back while
+	// they did not. Release them now: an idle shard may publish nothing more.
+	g.releaseLocked()
 }
 
 func (g *group) stop() {
