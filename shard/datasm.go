@@ -369,7 +369,9 @@ func (s *DataStateMachine) RecoverFromSnapshot(r io.Reader, _ <-chan struct{}) e
 		return err
 	}
 	s.notify()
-	s.advanceResolved(max(s.sh.Rev(), s.sh.CompactRev()))
+	resolved := max(s.sh.Rev(), s.sh.CompactRev())
+	s.advanceResolved(resolved)
+	s.publishReplaced(resolved)
 	return nil
 }
 

@@ -22,6 +22,11 @@ type FeedItem struct {
 	// revision's events by them.
 	Subs     []int64
 	Resolved int64
+	// Replaced says that a Raft snapshot replaced the shard's state: the
+	// writes up to Resolved that it brought were not published, and the
+	// events of earlier items still waiting may be outdated. Watchers catch
+	// up from the change log, which the snapshot holds.
+	Replaced bool
 }
 
 // Observer receives a shard's feed. Observe is called from the apply
@@ -47,6 +52,14 @@ func (s *DataStateMachine) SetObserver(o Observer) {
 func (s *DataStateMachine) publish(events []*mvccpb.Event, subs []int64, resolved int64) {
 	if ref := s.observer.Load(); ref != nil {
 		ref.Observe(FeedItem{Events: events, Subs: subs, Resolved: resolved})
+	}
+}
+
+// publishReplaced tells the observer that a snapshot replaced the shard's
+// state, which is resolved up to resolved.
+func (s *DataStateMachine) publishReplaced(resolved int64) {
+	if ref := s.observer.Load(); ref != nil {
+		ref.Observe(FeedItem{Resolved: resolved, Replaced: true})
 	}
 }
 

@@ -196,9 +196,10 @@ func (g *group) dispatchLoop() {
 func (g *group) dispatch(si sourceItem) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.lost.Swap(false) || len(g.pending) > maxPendingRevs {
-		// Items were dropped, or a shard that does not resolve holds too
-		// many back: nobody can be trusted to be in step. Every synced
+	if g.lost.Swap(false) || len(g.pending) > maxPendingRevs || si.item.Replaced {
+		// Items were dropped, a shard that does not resolve holds too many
+		// back, or a snapshot replaced a shard's state without publishing
+		// its writes: nobody can be trusted to be in step. Every synced
 		// watcher catches up from the change log, which holds all that was
 		// applied.
 		for w := range g.synced.all {
