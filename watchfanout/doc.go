@@ -15,7 +15,8 @@
 // and join the synced ones when
 // they reach the resolved revision. A watcher starts unsynced when it asks
 // for past revisions; it becomes unsynced again when its stream's buffer is
-// full (a slow consumer), or when the feed overflows. Writers never
+// full (a slow consumer), when the feed overflows, or when a Raft snapshot
+// replaces a shard replica's state (its writes were never published). Writers never
 // wait for watchers: a slow one costs a change-log read later. A watcher
 // whose next revision has been compacted is cancelled with the compacted
 // revision, as etcd does.
