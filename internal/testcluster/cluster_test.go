@@ -293,7 +293,8 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 // A node that was down while the others wrote many snapshots' worth of
 // entries catches up with the same keys, revisions and history, then
 // serves. (Whether the leader streams a snapshot or its log is dragonboat's
-// choice; with these counts it has sent its log in every run seen.)
+// choice; with these counts the leader has compacted its log and sends a
+// snapshot of the data shard.)
 func TestRestartedNodeCatchesUp(t *testing.T) {
 	c := Start(t, 3, WithSnapshotCount(50))
 	ctx := ctxT(t, 2*time.Minute)
