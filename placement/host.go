@@ -2,6 +2,7 @@ package placement
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -202,7 +203,10 @@ func Start(cfg Config) (*Host, error) {
 		}
 	}
 	restart := h.hasMeta || len(h.restartShards) > 0
-	h.joining = cfg.Join && !restart
+	// A member of a new cluster beyond the replication factor is a
+	// gateway: it joins the meta group as the others would add it
+	// (Bootstrap), as a member added later would.
+	h.joining = (cfg.Join || h.initialGateway()) && !restart
 	// A member that joined started its replicas as non-voting ones, and
 	// must restart them so: replaying its log promotes them again.
 	joined := filepath.Join(cfg.DataDir, "joined")
@@ -245,18 +249,31 @@ func logDBConfig() config.LogDBConfig {
 	return c
 }
 
-// initialVoters returns the replicas of a new cluster's groups: every
-// member of the initial cluster, with its Raft address. (Every member holds
-// a replica of every group; keeping groups at a replication factor below
-// the cluster's size is placement's work still to come.)
+// initialVoters returns the replicas of a new cluster's groups: the
+// ReplicationFactor members of the initial cluster with the lowest ids
+// (every member computes the same, whatever the order of its flag), with
+// their Raft addresses.
 func (h *Host) initialVoters() map[uint64]dragonboat.Target {
+	members := slices.Clone(h.cfg.InitialCluster)
+	slices.SortFunc(members, func(a, b *basaltpb.Member) int { return cmp.Compare(a.Id, b.Id) })
 	voters := make(map[uint64]dragonboat.Target)
-	for _, m := range h.cfg.InitialCluster {
+	for _, m := range members {
+		if len(voters) == ReplicationFactor {
+			break
+		}
 		if addr, err := RaftAddress(m); err == nil {
 			voters[m.Id] = addr
 		}
 	}
 	return voters
+}
+
+// initialGateway tells whether this node is a member of the initial
+// cluster that initialVoters leaves out.
+func (h *Host) initialGateway() bool {
+	in := slices.ContainsFunc(h.cfg.InitialCluster, func(m *basaltpb.Member) bool { return m.Id == h.replicaID })
+	_, voter := h.initialVoters()[h.replicaID]
+	return in && !voter
 }
 
 // RaftAddress is the host:port of a member's first peer URL, where its Raft
@@ -331,8 +348,12 @@ func (h *Host) Bootstrap(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(state.Shards) > 0 || h.joining {
+	if h.joining {
 		return nil
+	}
+	voters := h.initialVoters()
+	if len(state.Shards) > 0 {
+		return h.addInitialGateways(ctx, voters)
 	}
 	for _, m := range h.cfg.InitialCluster {
 		cmd := &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutMember{PutMember: &basaltpb.PutMember{Member: m}}}
@@ -345,10 +366,66 @@ func (h *Host) Bootstrap(ctx context.Context) error {
 		Replicas: make(map[uint64]string),
 		Epoch:    1,
 	}
-	for id, addr := range h.initialVoters() {
+	for id, addr := range voters {
 		d.Replicas[id] = addr
 	}
-	return h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutShard{PutShard: &basaltpb.PutShard{Shard: d}}})
+	if err := h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutShard{PutShard: &basaltpb.PutShard{Shard: d}}}); err != nil {
+		return err
+	}
+	return h.addInitialGateways(ctx, voters)
+}
+
+// addInitialGateways adds the initial members beyond the voters, the
+// gateways of a new cluster, to the meta group as non-voting replicas:
+// they wait for it. The initial voter that leads the meta group does it as
+// it starts (again after a restart, so that a leader that failed half way
+// does not leave a gateway out; a member removed since is left out). One
+// member only: Raft takes one membership change at a time, and drops the
+// others.
+func (h *Host) addInitialGateways(ctx context.Context, voters map[uint64]dragonboat.Target) error {
+	if _, voter := voters[h.replicaID]; !voter {
+		return nil
+	}
+	if leader, _ := h.Leader(shard.MetaShardID); leader != h.replicaID {
+		return nil
+	}
+	state, err := h.MetaGroup().ReadState(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range h.cfg.InitialCluster {
+		addr, err := RaftAddress(m)
+		if _, voter := voters[m.Id]; voter || err != nil || findMember(state, m.Id) == nil {
+			continue
+		}
+		if err := h.addGateway(ctx, m.Id, addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addGateway adds a gateway to the meta group as a non-voting replica,
+// unless it is a replica already.
+func (h *Host) addGateway(ctx context.Context, id uint64, addr string) error {
+	for {
+		membership, err := h.nh.SyncGetShardMembership(ctx, shard.MetaShardID)
+		if err != nil {
+			return err
+		}
+		_, nonVoting := membership.NonVotings[id]
+		if _, voting := membership.Nodes[id]; voting || nonVoting {
+			return nil
+		}
+		err = h.changeGroups(ctx, []uint64{shard.MetaShardID}, func(ctx context.Context, group uint64) error {
+			return h.nh.SyncRequestAddNonVoting(ctx, group, id, addr, membership.ConfigChangeID)
+		})
+		if !errors.Is(err, dragonboat.ErrRejected) {
+			return err
+		}
+		// The membership changed meanwhile (another voter bootstraps too):
+		// look again.
+	}
 }
 
 // StartDataShards starts this node's replicas of the data shards the meta
@@ -407,7 +484,57 @@ func (h *Host) StartDataShards(ctx context.Context, tso shard.RevisionAllocator,
 			}
 		}
 	}
+	if h.IsGateway() {
+		h.bg.Add(1)
+		go h.keepReplicas()
+	}
 	return nil
+}
+
+// keepReplicasInterval is how often a gateway looks whether it was made a
+// replica of the data shards.
+const keepReplicasInterval = 200 * time.Millisecond
+
+// keepReplicas runs on a gateway until it holds a replica of every data
+// shard: once the shards' descriptors list it (it replaces a removed
+// member, see replace), it starts its replicas, which join their groups
+// and catch up from the others.
+func (h *Host) keepReplicas() {
+	defer h.bg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-h.closec
+		cancel()
+	}()
+	t := time.NewTicker(keepReplicasInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		descs, _ := h.meta.Shards()
+		missing := 0
+		for _, d := range descs {
+			if _, listed := d.Replicas[h.replicaID]; !listed {
+				missing++
+				continue
+			}
+			if _, err := h.Replica(d.ShardId); err == nil {
+				continue
+			}
+			missing++
+			err := h.startShard(ctx, d, nil, true)
+			if err != nil && !errors.Is(err, dragonboat.ErrShardAlreadyExist) && ctx.Err() == nil {
+				h.lg.Warn("start-replacing-replica", zap.Uint64("shard-id", d.ShardId), zap.Error(err))
+			}
+		}
+		if missing == 0 && len(descs) > 0 {
+			return
+		}
+	}
 }
 
 // startShard starts this node's replica of a data shard and its sequencer:
@@ -538,6 +665,13 @@ func (h *Host) Replica(shardID uint64) (*shard.Replica, error) {
 		return nil, fmt.Errorf("placement: no replica of shard %d on this node: %w", shardID, dragonboat.ErrShardNotFound)
 	}
 	return rep, nil
+}
+
+// ReplicaCount returns how many data shard replicas this node holds.
+func (h *Host) ReplicaCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.replicas)
 }
 
 // Replicas returns this node's data shard replicas.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/proto/basaltpb"
@@ -60,12 +61,53 @@ func MemberID(peerURLs []string, token string) uint64 {
 // membershipTimeout bounds one membership change of one group.
 const membershipTimeout = 10 * time.Second
 
+// ReplicationFactor is how many voting members hold a replica of every
+// data shard and vote in the meta group. A voting member added beyond it
+// is a gateway: it holds a non-voting replica of the meta group only, and
+// relays its clients' requests to a member that holds the data (router).
+// When a member that holds the data is removed, a gateway takes its place.
+// Every data shard has the same replicas: a split's child starts on its
+// parent's.
+const ReplicationFactor = 3
+
+// dataHolders returns the members listed as replicas of the data shards.
+func dataHolders(state *basaltpb.MetaState) map[uint64]string {
+	if len(state.Shards) == 0 {
+		return nil
+	}
+	return state.Shards[0].Replicas
+}
+
+// votingDataHolders counts the voting members that hold the data.
+func votingDataHolders(state *basaltpb.MetaState) int {
+	n := 0
+	for id := range dataHolders(state) {
+		if m := findMember(state, id); m != nil && !m.IsLearner {
+			n++
+		}
+	}
+	return n
+}
+
+// IsGateway tells whether this member holds no replica of the data shards
+// by the meta state it has applied.
+func (h *Host) IsGateway() bool {
+	descs, _ := h.meta.Shards()
+	if len(descs) == 0 {
+		return false
+	}
+	_, ok := descs[0].Replicas[h.replicaID]
+	return !ok
+}
+
 // AddMember adds a member with peerURLs (a learner, or a voter) to the
 // registry, and as a non-voting replica to every group: the meta group and
 // each data shard. The new node is then started with
 // --initial-cluster-state existing and joins them; a voter promotes its
 // replicas once started (PromoteSelf), so that a member that never starts
-// does not count against the quorum.
+// does not count against the quorum. A voter added when ReplicationFactor
+// voting members hold the data is a gateway: it joins the meta group only,
+// and stays a non-voting replica there.
 func (h *Host) AddMember(ctx context.Context, peerURLs []string, learner bool) (*basaltpb.Member, error) {
 	m := &basaltpb.Member{PeerUrls: peerURLs, IsLearner: learner}
 	addr, err := RaftAddress(m)
@@ -92,7 +134,12 @@ func (h *Host) AddMember(ctx context.Context, peerURLs []string, learner bool) (
 	if findMember(state, m.Id) != nil || slices.Contains(state.RemovedMembers, m.Id) {
 		return nil, shard.ErrMemberExist
 	}
-	err = h.eachGroup(ctx, state, func(ctx context.Context, group uint64) error {
+	gateway := !learner && votingDataHolders(state) >= ReplicationFactor
+	groups := state
+	if gateway {
+		groups = &basaltpb.MetaState{} // the meta group alone
+	}
+	err = h.eachGroup(ctx, groups, func(ctx context.Context, group uint64) error {
 		return h.nh.SyncRequestAddNonVoting(ctx, group, m.Id, addr, 0)
 	})
 	if err != nil {
@@ -100,6 +147,9 @@ func (h *Host) AddMember(ctx context.Context, peerURLs []string, learner bool) (
 	}
 	if err := h.proposeMember(ctx, m); err != nil {
 		return nil, err
+	}
+	if gateway {
+		return m, nil
 	}
 	return m, h.setReplica(ctx, state, m.Id, addr)
 }
@@ -145,6 +195,9 @@ func (h *Host) PromoteSelf(ctx context.Context) error {
 	if m := findMember(state, h.replicaID); m == nil || m.IsLearner {
 		return nil
 	}
+	if _, holds := dataHolders(state)[h.replicaID]; !holds {
+		return nil // a gateway: a non-voting replica of the meta group
+	}
 	return h.eachGroup(ctx, state, func(ctx context.Context, group uint64) error {
 		return h.nh.SyncRequestAddReplica(ctx, group, h.replicaID, h.cfg.RaftAddress, 0)
 	})
@@ -170,25 +223,84 @@ func (h *Host) PublishSelf(ctx context.Context, name string, clientURLs []string
 }
 
 // RemoveMember removes a member from every group and from the registry;
-// its id is never used again.
+// its id is never used again. When it held the data and a gateway is left,
+// the gateway takes its place (replace).
 func (h *Host) RemoveMember(ctx context.Context, id uint64) error {
 	state, err := h.MetaGroup().ReadState(ctx)
 	if err != nil {
 		return err
 	}
-	if findMember(state, id) == nil {
+	m := findMember(state, id)
+	if m == nil {
 		return shard.ErrMemberNotFound
 	}
-	err = h.eachGroup(ctx, state, func(ctx context.Context, group uint64) error {
+	groups := state
+	_, held := dataHolders(state)[id]
+	if !held {
+		groups = &basaltpb.MetaState{} // a gateway holds the meta group's replica only
+	}
+	err = h.eachGroup(ctx, groups, func(ctx context.Context, group uint64) error {
 		return h.nh.SyncRequestDeleteReplica(ctx, group, id, 0)
 	})
 	if err != nil {
 		return err
 	}
-	if err := h.setReplica(ctx, state, id, ""); err != nil {
+	if held {
+		if err := h.setReplica(ctx, state, id, ""); err != nil {
+			return err
+		}
+	}
+	if err := h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_RemoveMember{RemoveMember: &basaltpb.RemoveMember{Id: id}}}); err != nil {
 		return err
 	}
-	return h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_RemoveMember{RemoveMember: &basaltpb.RemoveMember{Id: id}}})
+	if !held || m.IsLearner {
+		return nil
+	}
+	return h.replace(ctx)
+}
+
+// replace makes a gateway a voting replica of every group while fewer than
+// ReplicationFactor voting members hold the data: the meta group's leader
+// adds it to each data shard as a non-voting replica, lists it in the
+// shards' descriptors, and promotes it in every group. The gateway sees
+// itself listed and starts its replicas, which catch up from the others
+// (keepReplicas).
+func (h *Host) replace(ctx context.Context) error {
+	state, err := h.MetaGroup().ReadState(ctx)
+	if err != nil {
+		return err
+	}
+	if votingDataHolders(state) >= ReplicationFactor {
+		return nil
+	}
+	holders := dataHolders(state)
+	var gw *basaltpb.Member
+	for _, m := range state.Members {
+		if _, holds := holders[m.Id]; !holds && !m.IsLearner && (gw == nil || m.Id < gw.Id) {
+			gw = m
+		}
+	}
+	if gw == nil {
+		return nil // no gateway left: the groups run with fewer replicas
+	}
+	addr, err := RaftAddress(gw)
+	if err != nil {
+		return err
+	}
+	data := &basaltpb.MetaState{Shards: state.Shards}
+	err = h.eachDataShard(ctx, data, func(ctx context.Context, group uint64) error {
+		return h.nh.SyncRequestAddNonVoting(ctx, group, gw.Id, addr, 0)
+	})
+	if err != nil {
+		return err
+	}
+	if err := h.setReplica(ctx, state, gw.Id, addr); err != nil {
+		return err
+	}
+	h.lg.Info("replace-member", zap.String("gateway", fmt.Sprintf("%x", gw.Id)))
+	return h.eachGroup(ctx, state, func(ctx context.Context, group uint64) error {
+		return h.nh.SyncRequestAddReplica(ctx, group, gw.Id, addr, 0) // promotes the non-voting replica
+	})
 }
 
 // UpdateMember changes a member's peer URLs. Its first peer URL is its
@@ -236,12 +348,24 @@ func (h *Host) proposeMember(ctx context.Context, m *basaltpb.Member) error {
 }
 
 // eachGroup runs a membership change on the meta group and every data
-// shard, retrying while a group has no leader.
+// shard of state, retrying while a group has no leader.
 func (h *Host) eachGroup(ctx context.Context, state *basaltpb.MetaState, change func(context.Context, uint64) error) error {
-	groups := []uint64{shard.MetaShardID}
+	if err := h.changeGroups(ctx, []uint64{shard.MetaShardID}, change); err != nil {
+		return err
+	}
+	return h.eachDataShard(ctx, state, change)
+}
+
+// eachDataShard runs a membership change on every data shard of state.
+func (h *Host) eachDataShard(ctx context.Context, state *basaltpb.MetaState, change func(context.Context, uint64) error) error {
+	groups := make([]uint64, 0, len(state.Shards))
 	for _, d := range state.Shards {
 		groups = append(groups, d.ShardId)
 	}
+	return h.changeGroups(ctx, groups, change)
+}
+
+func (h *Host) changeGroups(ctx context.Context, groups []uint64, change func(context.Context, uint64) error) error {
 	for _, g := range groups {
 		err := retryDropped(ctx, func() error {
 			cctx, cancel := context.WithTimeout(ctx, membershipTimeout)

@@ -85,6 +85,10 @@ type Config struct {
 	MoveLeader func(ctx context.Context, target uint64) error
 	// Status reports the node's Raft and storage status.
 	Status func() NodeStatus
+	// Upstreams returns, on a gateway (a member that holds no replica of
+	// some data shard), the members to relay its calls to, best first
+	// (relay.go); nil on a member that serves them. Nil: never relay.
+	Upstreams func() []uint64
 	// Defragment compacts the node's store (Maintenance.Defragment).
 	Defragment func(ctx context.Context) error
 	// Backup writes a backup of the key space (Maintenance.Snapshot).
@@ -180,6 +184,8 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+		grpc.UnaryInterceptor(s.relayUnary),
+		grpc.StreamInterceptor(s.relayStream),
 	)
 	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
 	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})

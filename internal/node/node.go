@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -185,6 +186,8 @@ type Node struct {
 	metaEventSeen  atomic.Bool
 	metaChanged    chan struct{}
 	metaLessor     atomic.Pointer[txncoord.Lessor]
+	// relay caches upstreams' answer.
+	relay atomic.Pointer[relayState]
 }
 
 // Start starts a node and returns once it serves clients.
@@ -305,6 +308,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		MaxTxnOps:       cfg.MaxTxnOps,
 		Status:          n.status,
+		Upstreams:       n.upstreams,
 		Defragment:      n.host.Store().Defragment,
 		Backup:          n.backup,
 		SpoolDir:        cfg.DataDir,
@@ -578,11 +582,65 @@ func (n *Node) status() router.NodeStatus {
 		st.Leader, st.RaftTerm = rep.Leader()
 		st.RaftIndex = rep.Shard().AppliedIndex()
 		st.RaftAppliedIndex = st.RaftIndex
+	} else {
+		// A gateway: it holds the meta group's replica only.
+		st.Leader, st.RaftTerm = n.host.Leader(shard.MetaShardID)
 	}
 	if m := n.host.Meta().Member(n.host.ReplicaID()); m != nil {
 		st.IsLearner = m.IsLearner
 	}
 	return st
+}
+
+// relayState is what upstreams found for a generation of the shard
+// descriptors and a count of this node's replicas.
+type relayState struct {
+	gen  uint64
+	held int
+	ups  []uint64
+}
+
+// upstreams returns, on a gateway (a member that holds no replica of some
+// data shard), the members that hold every shard, the meta group's leader
+// first: the router relays the gateway's requests to them. It returns nil
+// on a member that holds them all.
+func (n *Node) upstreams() []uint64 {
+	gen, held := n.host.Meta().ShardsGen(), n.host.ReplicaCount()
+	if st := n.relay.Load(); st != nil && st.gen == gen && st.held == held {
+		return st.ups
+	}
+	descs, gen := n.host.Meta().Shards()
+	holders := make(map[uint64]int)
+	full := true
+	for _, d := range descs {
+		if _, err := n.host.Replica(d.ShardId); err != nil {
+			full = false
+		}
+		for id := range d.Replicas {
+			holders[id]++
+		}
+	}
+	var ups []uint64
+	if !full {
+		for id, c := range holders {
+			if c == len(descs) && id != n.host.ReplicaID() {
+				ups = append(ups, id)
+			}
+		}
+		leader := n.metaLeader()
+		slices.SortFunc(ups, func(a, b uint64) int {
+			return cmp.Or(-cmp.Compare(boolInt(a == leader), boolInt(b == leader)), cmp.Compare(a, b))
+		})
+	}
+	n.relay.Store(&relayState{gen: gen, held: held, ups: ups})
+	return ups
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // clusterID derives the cluster id from the cluster token.
@@ -599,6 +657,10 @@ func (n *Node) MemberID() uint64 { return n.host.ReplicaID() }
 
 // IsMetaLeader tells whether this node leads the meta group.
 func (n *Node) IsMetaLeader() bool { return n.metaLeader() == n.host.ReplicaID() }
+
+// DataReplicas returns how many data shard replicas this node holds (none
+// on a gateway).
+func (n *Node) DataReplicas() int { return n.host.ReplicaCount() }
 
 // IsDataLeader tells whether this node leads a data shard.
 func (n *Node) IsDataLeader() bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -184,5 +185,164 @@ func TestLearnerRestartsAsLearner(t *testing.T) {
 	defer cancel()
 	if _, err := c.Client(t, 2, learner).Put(sctx, "no-quorum", "v"); err == nil {
 		t.Fatal("a put committed with one voter of three up: the learner voted")
+	}
+}
+
+// A voting member added to a cluster of three is a gateway: the data stays
+// on three replicas, and the gateway relays every request to them. When a
+// member that holds the data is removed, the gateway takes its place, and
+// the cluster then survives losing another of the original members.
+func TestGatewayReplacesRemovedMember(t *testing.T) {
+	c := Start(t, 3)
+	ctx := ctxT(t, 2*time.Minute)
+	if _, err := c.Client(t).Put(ctx, "before", "v"); err != nil {
+		t.Fatal(err)
+	}
+	gw := c.Add(false)
+	gwID := c.Nodes[gw].ID
+	for _, sh := range shards(t, c, 0) {
+		if _, ok := sh.Descriptor_.Replicas[gwID]; ok || len(sh.Descriptor_.Replicas) != 3 {
+			t.Fatalf("shard %d has replicas %v with a gateway in the cluster, want the 3 first members", sh.Descriptor_.ShardId, sh.Descriptor_.Replicas)
+		}
+	}
+	if n := c.Nodes[gw].DataReplicas(); n != 0 {
+		t.Fatalf("the gateway holds %d data replicas", n)
+	}
+
+	// Everything works through the gateway.
+	gc := c.Client(t, gw)
+	w := gc.Watch(ctx, "w", clientv3.WithPrefix())
+	if resp, err := gc.Get(ctx, "before"); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("get through the gateway: %v %v", err, resp)
+	}
+	put, err := c.Client(t, 0).Put(ctx, "w1", "from-a-replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case wr := <-w:
+		if len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "w1" || wr.Events[0].Kv.ModRevision != put.Header.Revision {
+			t.Fatalf("watch through the gateway got %v", wr.Events)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch through the gateway got nothing")
+	}
+	txn, err := gc.Txn(ctx).If(clientv3.Compare(clientv3.Value("before"), "=", "v")).Then(clientv3.OpPut("txn", "t")).Commit()
+	if err != nil || !txn.Succeeded {
+		t.Fatalf("txn through the gateway: %v %v", err, txn)
+	}
+	lease, err := gc.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gc.KeepAliveOnce(ctx, lease.ID); err != nil {
+		t.Fatalf("keep-alive through the gateway: %v", err)
+	}
+	if _, err := gc.Put(ctx, "leased", "v", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if ml, err := gc.MemberList(ctx); err != nil || len(ml.Members) != 4 {
+		t.Fatalf("member list through the gateway: %v %v", err, ml)
+	}
+	if st, err := gc.Status(ctx, c.Nodes[gw].ClientURL); err != nil || st.IsLearner || st.Leader == 0 {
+		t.Fatalf("status of the gateway: %v %v", err, st)
+	}
+	// Bad input gets the upstream's error.
+	if _, err := gc.Put(ctx, "", "v"); err == nil || err.Error() != "etcdserver: key is not provided" {
+		t.Fatalf("empty key through the gateway: %v", err)
+	}
+
+	// Remove a member that holds the data (one that leads no group).
+	victim := 3 - c.Leader() - c.MetaLeader()
+	if c.Leader() == c.MetaLeader() {
+		victim = (c.Leader() + 1) % 3
+	}
+	var left []int
+	for i := range 3 {
+		if i != victim {
+			left = append(left, i)
+		}
+	}
+	if _, err := c.Client(t, left...).MemberRemove(ctx, c.Nodes[victim].ID); err != nil {
+		t.Fatalf("remove a member: %v", err)
+	}
+	c.Stop(victim)
+	waitFor(t, "the gateway holds the data", func() bool {
+		for _, sh := range shards(t, c, left[0]) {
+			if _, ok := sh.Descriptor_.Replicas[gwID]; !ok {
+				return false
+			}
+		}
+		return c.Nodes[gw].DataReplicas() == len(shards(t, c, left[0]))
+	})
+	waitFor(t, "the gateway has every write", func() bool {
+		resp, err := gc.Get(ctx, "leased", clientv3.WithSerializable())
+		return err == nil && len(resp.Kvs) == 1
+	})
+
+	// With the gateway a voter, two of the three replicas are a quorum.
+	c.Stop(left[0])
+	survivors := c.Client(t, left[1], gw)
+	waitFor(t, "a write after losing another original member", func() bool {
+		_, err := survivors.Put(ctx, "after", "v")
+		return err == nil
+	})
+	for _, k := range []string{"before", "w1", "txn", "leased", "after"} {
+		if resp, err := survivors.Get(ctx, k); err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("get %s after the replacement: %v %v", k, err, resp)
+		}
+	}
+	// The watch opened through the gateway (relayed, perhaps to a member
+	// stopped since: clientv3 then opened it again) gets the next event
+	// once.
+	put, err = survivors.Put(ctx, "w2", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case wr := <-w:
+		if len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "w2" || wr.Events[0].Kv.ModRevision != put.Header.Revision {
+			t.Fatalf("watch through the gateway got %v, want w2 alone", wr.Events)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the watch through the gateway got nothing after the replacement")
+	}
+}
+
+// A new cluster of four members puts the data on three of them (those with
+// the lowest ids); the fourth is a gateway from the start, and every member
+// serves.
+func TestNewClusterBeyondReplicationFactor(t *testing.T) {
+	c := Start(t, 4)
+	ctx := ctxT(t, time.Minute)
+	descs := shards(t, c, 0)
+	replicas := descs[0].Descriptor_.Replicas
+	if len(replicas) != 3 {
+		t.Fatalf("the data shard has replicas %v, want 3", replicas)
+	}
+	var ids []uint64
+	for _, n := range c.Nodes {
+		ids = append(ids, n.ID)
+	}
+	slices.Sort(ids)
+	for i, n := range c.Nodes {
+		_, holds := replicas[n.ID]
+		if want := n.ID != ids[3]; holds != want {
+			t.Fatalf("node %d (id %x) holds the data: %v, want %v (ids %x)", i, n.ID, holds, want, ids)
+		}
+		if got := n.DataReplicas(); (got == 1) != holds {
+			t.Fatalf("node %d holds %d data replicas", i, got)
+		}
+		cl := c.Client(t, i)
+		key := fmt.Sprintf("through-%d", i)
+		if _, err := cl.Put(ctx, key, "v"); err != nil {
+			t.Fatalf("put through node %d: %v", i, err)
+		}
+		if resp, err := cl.Get(ctx, key); err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("get through node %d: %v %v", i, err, resp)
+		}
+		if ml, err := cl.MemberList(ctx); err != nil || len(ml.Members) != 4 {
+			t.Fatalf("member list through node %d: %v %v", i, err, ml)
+		}
 	}
 }
