@@ -83,7 +83,12 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	}{Health: "true"}
 	code := http.StatusOK
 	kv := &kvServer{s: s}
-	if _, err := kv.rangeRouted(ctx, &pb.RangeRequest{Key: []byte("health")}); err != nil {
+	// Through the relay: a gateway reads from a member that holds the data.
+	info := &grpc.UnaryServerInfo{FullMethod: "/etcdserverpb.KV/Range"}
+	_, err := s.relayUnary(ctx, &pb.RangeRequest{Key: []byte("health")}, info, func(ctx context.Context, req any) (any, error) {
+		return kv.rangeRouted(ctx, req.(*pb.RangeRequest))
+	})
+	if err != nil {
 		body.Health, body.Reason = "false", "RANGE ERROR:"+err.Error()
 		code = http.StatusServiceUnavailable
 	}

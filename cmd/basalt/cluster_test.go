@@ -17,6 +17,12 @@ import (
 // processes, as etcd's static bootstrap does.
 func startCluster(t *testing.T) []*process {
 	t.Helper()
+	return startClusterOf(t, 3)
+}
+
+// startClusterOf starts n members of a new cluster as separate processes.
+func startClusterOf(t *testing.T, n int) []*process {
+	t.Helper()
 	type addrs struct{ client, peer string }
 	var (
 		as      []addrs
@@ -31,7 +37,7 @@ func startCluster(t *testing.T) []*process {
 			}
 		}
 	}
-	for i := range 3 {
+	for i := range n {
 		a := addrs{distinct(), distinct()}
 		as = append(as, a)
 		initial = append(initial, fmt.Sprintf("m%d=http://%s", i+1, a.peer))
@@ -272,6 +278,70 @@ func TestEtcdctlCluster(t *testing.T) {
 	follower := (target + 1) % 3
 	if out, err := etcdctl(t, ps[follower].clientURL, "", "move-leader", fmt.Sprintf("%x", st.Header.MemberId)); err == nil {
 		t.Fatalf("move-leader through a follower succeeded:\n%s", out)
+	}
+}
+
+// TestEtcdctlThroughGateway runs a four-process cluster: three members
+// hold the data, the fourth is a gateway, and etcdctl works against it as
+// against the others.
+func TestEtcdctlThroughGateway(t *testing.T) {
+	ps := startClusterOf(t, 4)
+	out, err := etcdctl(t, ps[3].clientURL, "", "member", "list", "-w", "simple")
+	if err != nil || strings.Count(out, "started") != 4 {
+		t.Fatalf("member list: %v\n%s", err, out)
+	}
+	out, err = etcdctl(t, ps[3].clientURL, "", "endpoint", "health", "--cluster")
+	if err != nil || strings.Count(out, "is healthy") != 4 {
+		t.Fatalf("endpoint health --cluster: %v\n%s", err, out)
+	}
+	out, err = etcdctl(t, ps[3].clientURL, "", "endpoint", "status", "--cluster", "-w", "simple")
+	if err != nil || len(strings.Split(strings.TrimSpace(out), "\n")) != 4 || strings.Count(out, ", true, false,") != 1 {
+		t.Fatalf("endpoint status --cluster (one leader, no learners): %v\n%s", err, out)
+	}
+	// The gateway is the member the shard's replicas leave out.
+	shards, err := basaltctl("shards", "--endpoint", strings.TrimPrefix(ps[0].clientURL, "http://"))
+	if err != nil || strings.Count(shards, ",") != 2 {
+		t.Fatalf("basaltctl shards (three replicas): %v\n%s", err, shards)
+	}
+	var gw []int
+	for i, p := range ps {
+		st, err := newClient(t, p.clientURL).Status(context.Background(), p.clientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(shards, fmt.Sprintf("%x", st.Header.MemberId)) {
+			gw = append(gw, i)
+		}
+	}
+	if len(gw) != 1 {
+		t.Fatalf("%d members are not replicas of the shard:\n%s", len(gw), shards)
+	}
+	g := ps[gw[0]].clientURL
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first, err := newClient(t, g).Put(ctx, "k", "v0")
+	if err != nil {
+		t.Fatalf("put through the gateway: %v", err)
+	}
+	w := startEtcdctl(t, g, "watch", "k", "--rev", fmt.Sprint(first.Header.Revision+1))
+	if out, err := etcdctl(t, g, "", "put", "k", "v1"); err != nil {
+		t.Fatalf("put through the gateway: %v\n%s", err, out)
+	}
+	w.waitOutput("PUT\nk\nv1\n")
+	other := ps[(gw[0]+1)%4].clientURL
+	if out, err := etcdctl(t, other, "", "get", "k", "--print-value-only"); err != nil || strings.TrimSpace(out) != "v1" {
+		t.Fatalf("get through a replica: %v\n%s", err, out)
+	}
+	if out, err := etcdctl(t, other, "", "put", "k", "v2"); err != nil {
+		t.Fatalf("put through a replica: %v\n%s", err, out)
+	}
+	w.waitOutput("k\nv1\nPUT\nk\nv2\n")
+	if out, err := etcdctl(t, g, "", "get", "k", "--print-value-only"); err != nil || strings.TrimSpace(out) != "v2" {
+		t.Fatalf("get through the gateway: %v\n%s", err, out)
+	}
+	// Bad input gets etcd's error through the gateway too.
+	if out, err := etcdctl(t, g, "", "put", "", "v"); err == nil || !strings.Contains(out, "key is not provided") {
+		t.Fatalf("empty key through the gateway: %v\n%s", err, out)
 	}
 }
 
