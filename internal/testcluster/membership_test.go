@@ -345,4 +345,14 @@ func TestNewClusterBeyondReplicationFactor(t *testing.T) {
 			t.Fatalf("member list through node %d: %v %v", i, err, ml)
 		}
 	}
+	// A gateway restarts as a gateway and serves again.
+	gw := slices.IndexFunc(c.Nodes, func(n *Node) bool { return n.ID == ids[3] })
+	c.Stop(gw)
+	c.Restart(gw)
+	if n := c.Nodes[gw].DataReplicas(); n != 0 {
+		t.Fatalf("the restarted gateway holds %d data replicas", n)
+	}
+	if resp, err := c.Client(t, gw).Get(ctx, "through-0"); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("get through the restarted gateway: %v %v", err, resp)
+	}
 }
