@@ -141,8 +141,8 @@ func VerifyBackup(r io.Reader, size int64) error {
 // RestoreBackup loads a backup (checked with VerifyBackup first) into an
 // empty store as shard shardID, which spans every key: the versions and
 // change log, the lease index of every key's newest version, and the
-// shard's revision and compacted revision. It flushes the store before it
-// returns (the store has no write-ahead log).
+// shard's revision and compacted revision. It syncs the store before it
+// returns.
 func RestoreBackup(s *Store, shardID uint64, r io.Reader) (*BackupInfo, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	magic := make([]byte, len(backupMagic))

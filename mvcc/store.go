@@ -53,12 +53,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		LBaseMaxBytes:               128 << 20,
 		CompactionConcurrencyRange:  func() (int, int) { return 1, 2 },
 		FormatMajorVersion:          pebble.FormatNewest,
-		// The Raft logs are the write-ahead log: a crash loses a suffix of
-		// applied entries, together with their applied index (both are in
-		// the same batch), and dragonboat applies them again. Sync flushes
-		// before dragonboat compacts a log, so nothing is lost.
-		DisableWAL: true,
-		Logger:     pebbleLogger{lg.Sugar()},
+		// Applied batches go to Pebble's write-ahead log without a sync:
+		// the Raft logs are durable, a crash loses a suffix of applied
+		// entries together with their applied index (both are in the same
+		// batch), and dragonboat applies them again. Sync, which dragonboat
+		// calls before it compacts a Raft log, syncs the write-ahead log.
+		// (Without one, Sync had to flush the memtables, and dragonboat
+		// holds the state machine's lock meanwhile: every snapshot stalled
+		// every write for the length of a 32 MiB flush.)
+		Logger: pebbleLogger{lg.Sugar()},
 	}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -94,10 +97,10 @@ func (s *Store) DB() *pebble.DB { return s.db }
 // Close closes Pebble.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Sync makes every write so far durable. The store has no write-ahead log
-// (the Raft logs are one), so this flushes the memtables; dragonboat calls
+// Sync makes every write so far durable: it syncs the write-ahead log
+// (an empty record synced, as every record before it is). Dragonboat calls
 // it before it compacts a Raft log.
-func (s *Store) Sync() error { return s.db.Flush() }
+func (s *Store) Sync() error { return s.db.LogData(nil, pebble.Sync) }
 
 // Defragment compacts the whole store, as etcd's defragmentation rewrites
 // its database: versions and change log entries that etcd's compaction
@@ -106,9 +109,9 @@ func (s *Store) Defragment(ctx context.Context) error {
 	return s.db.Compact(ctx, []byte{0}, []byte{0xff, 0xff}, true)
 }
 
-// DiskSize returns the bytes the store takes: Pebble's files, and the
-// memtables not yet flushed to them (the store has no write-ahead log, so
-// recent writes live only there, and in the Raft logs).
+// DiskSize returns the bytes the store takes: Pebble's files (the
+// write-ahead log among them), and the memtables not yet flushed to its
+// tables.
 func (s *Store) DiskSize() int64 {
 	m := s.db.Metrics()
 	return int64(m.DiskSpaceUsage() + m.MemTable.Size)
