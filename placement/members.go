@@ -260,9 +260,9 @@ func (h *Host) RemoveMember(ctx context.Context, id uint64) error {
 }
 
 // replace makes a gateway a voting replica of every group while fewer than
-// ReplicationFactor voting members hold the data: the meta group's leader
-// adds it to each data shard as a non-voting replica, lists it in the
-// shards' descriptors, and promotes it in every group. The gateway sees
+// ReplicationFactor voting members hold the data: it adds the gateway to
+// each data shard as a non-voting replica, lists it in the shards'
+// descriptors, and promotes it in every group. The gateway sees
 // itself listed and starts its replicas, which catch up from the others
 // (keepReplicas).
 func (h *Host) replace(ctx context.Context) error {
@@ -287,8 +287,7 @@ func (h *Host) replace(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	data := &basaltpb.MetaState{Shards: state.Shards}
-	err = h.eachDataShard(ctx, data, func(ctx context.Context, group uint64) error {
+	err = h.eachDataShard(ctx, state, func(ctx context.Context, group uint64) error {
 		return h.nh.SyncRequestAddNonVoting(ctx, group, gw.Id, addr, 0)
 	})
 	if err != nil {

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -602,6 +601,7 @@ type relayState struct {
 
 // upstreams returns, on a gateway (a member that holds no replica of some
 // data shard), the members that hold every shard, the meta group's leader
+// (as it was when the descriptors or this node's replicas last changed)
 // first: the router relays the gateway's requests to them. It returns nil
 // on a member that holds them all.
 func (n *Node) upstreams() []uint64 {
@@ -627,20 +627,13 @@ func (n *Node) upstreams() []uint64 {
 				ups = append(ups, id)
 			}
 		}
-		leader := n.metaLeader()
-		slices.SortFunc(ups, func(a, b uint64) int {
-			return cmp.Or(-cmp.Compare(boolInt(a == leader), boolInt(b == leader)), cmp.Compare(a, b))
-		})
+		slices.Sort(ups)
+		if i := slices.Index(ups, n.metaLeader()); i > 0 {
+			ups[0], ups[i] = ups[i], ups[0]
+		}
 	}
 	n.relay.Store(&relayState{gen: gen, held: held, ups: ups})
 	return ups
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // clusterID derives the cluster id from the cluster token.
