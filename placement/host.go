@@ -348,12 +348,8 @@ func (h *Host) Bootstrap(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if h.joining {
+	if len(state.Shards) > 0 || h.joining {
 		return nil
-	}
-	voters := h.initialVoters()
-	if len(state.Shards) > 0 {
-		return h.addInitialGateways(ctx, voters)
 	}
 	for _, m := range h.cfg.InitialCluster {
 		cmd := &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutMember{PutMember: &basaltpb.PutMember{Member: m}}}
@@ -366,27 +362,21 @@ func (h *Host) Bootstrap(ctx context.Context) error {
 		Replicas: make(map[uint64]string),
 		Epoch:    1,
 	}
-	for id, addr := range voters {
+	for id, addr := range h.initialVoters() {
 		d.Replicas[id] = addr
 	}
-	if err := h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutShard{PutShard: &basaltpb.PutShard{Shard: d}}}); err != nil {
-		return err
-	}
-	return h.addInitialGateways(ctx, voters)
+	return h.MetaGroup().Propose(ctx, &basaltpb.MetaCommand{Command: &basaltpb.MetaCommand_PutShard{PutShard: &basaltpb.PutShard{Shard: d}}})
 }
 
-// addInitialGateways adds the initial members beyond the voters, the
-// gateways of a new cluster, to the meta group as non-voting replicas:
-// they wait for it. The initial voter that leads the meta group does it as
-// it starts (again after a restart, so that a leader that failed half way
-// does not leave a gateway out; a member removed since is left out). One
-// member only: Raft takes one membership change at a time, and drops the
-// others.
-func (h *Host) addInitialGateways(ctx context.Context, voters map[uint64]dragonboat.Target) error {
+// AddInitialGateways adds the members of a new cluster beyond its voters,
+// its gateways, to the meta group as non-voting replicas: they wait for
+// it. The meta group's leader calls it whenever it takes the lead, if it
+// is one of the initial voters (the leader alone: Raft takes one
+// membership change at a time and drops the others). Members that are
+// replicas already, and members removed since, are left alone.
+func (h *Host) AddInitialGateways(ctx context.Context) error {
+	voters := h.initialVoters()
 	if _, voter := voters[h.replicaID]; !voter {
-		return nil
-	}
-	if leader, _ := h.Leader(shard.MetaShardID); leader != h.replicaID {
 		return nil
 	}
 	state, err := h.MetaGroup().ReadState(ctx)

@@ -448,7 +448,8 @@ func (n *Node) wakeMetaRoles() {
 
 // keepMetaRoles runs the TSO and the lessor where the meta group's leader
 // is and stops the lessor elsewhere, one change at a time: a lessor being
-// promoted while leadership moves on is demoted at the next wake-up.
+// promoted while leadership moves on is demoted at the next wake-up. The
+// leader also adds a new cluster's gateways to the meta group.
 func (n *Node) keepMetaRoles(ctx context.Context) {
 	for {
 		select {
@@ -467,6 +468,7 @@ func (n *Node) keepMetaRoles(ctx context.Context) {
 		if lessor != nil {
 			n.startLeaderRole(ctx, "lessor", lessor.Promote)
 		}
+		n.startLeaderRole(ctx, "initial-gateways", n.host.AddInitialGateways)
 	}
 }
 
