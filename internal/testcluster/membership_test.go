@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -354,5 +355,21 @@ func TestNewClusterBeyondReplicationFactor(t *testing.T) {
 	}
 	if resp, err := c.Client(t, gw).Get(ctx, "through-0"); err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("get through the restarted gateway: %v %v", err, resp)
+	}
+	// Removing the gateway leaves the data where it is.
+	replica := (gw + 1) % 4
+	cl := c.Client(t, replica)
+	if _, err := cl.MemberRemove(ctx, ids[3]); err != nil {
+		t.Fatalf("remove the gateway: %v", err)
+	}
+	c.Stop(gw)
+	if ml, err := cl.MemberList(ctx); err != nil || len(ml.Members) != 3 {
+		t.Fatalf("member list without the gateway: %v %v", err, ml)
+	}
+	if got := shards(t, c, replica)[0].Descriptor_.Replicas; !maps.Equal(got, replicas) {
+		t.Fatalf("the data shard's replicas went from %v to %v", replicas, got)
+	}
+	if _, err := cl.Put(ctx, "after-gateway", "v"); err != nil {
+		t.Fatalf("put after removing the gateway: %v", err)
 	}
 }
