@@ -279,6 +279,23 @@ func TestLeaseSurvivesLeaderChange(t *testing.T) {
 	}
 }
 
+// leaderless returns a member of a three-member cluster that leads
+// neither the meta group nor the data shard, and the other two.
+func leaderless(c *Cluster) (int, []int) {
+	data, meta := c.Leader(), c.MetaLeader()
+	idle := 3 - data - meta
+	if data == meta {
+		idle = (data + 1) % 3
+	}
+	var others []int
+	for i := range 3 {
+		if i != idle {
+			others = append(others, i)
+		}
+	}
+	return idle, others
+}
+
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -345,16 +362,7 @@ func TestWatchThroughSnapshotCatchUp(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
 	// Cut off a member that leads no group, so that no write in flight
 	// fails with "leader changed".
-	cut := 3 - c.Leader() - c.MetaLeader()
-	if c.Leader() == c.MetaLeader() {
-		cut = (c.Leader() + 1) % 3
-	}
-	var others []int
-	for i := range 3 {
-		if i != cut {
-			others = append(others, i)
-		}
-	}
+	cut, others := leaderless(c)
 	w := c.Client(t, cut).Watch(ctx, "k", clientv3.WithPrefix())
 	c.Cut(cut)
 	cl := c.Client(t, others...)

@@ -254,16 +254,7 @@ func TestGatewayReplacesRemovedMember(t *testing.T) {
 	}
 
 	// Remove a member that holds the data (one that leads no group).
-	victim := 3 - c.Leader() - c.MetaLeader()
-	if c.Leader() == c.MetaLeader() {
-		victim = (c.Leader() + 1) % 3
-	}
-	var left []int
-	for i := range 3 {
-		if i != victim {
-			left = append(left, i)
-		}
-	}
+	victim, left := leaderless(c)
 	if _, err := c.Client(t, left...).MemberRemove(ctx, c.Nodes[victim].ID); err != nil {
 		t.Fatalf("remove a member: %v", err)
 	}
