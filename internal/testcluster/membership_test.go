@@ -216,18 +216,23 @@ func TestGatewayReplacesRemovedMember(t *testing.T) {
 	if resp, err := gc.Get(ctx, "before"); err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("get through the gateway: %v %v", err, resp)
 	}
-	put, err := c.Client(t, 0).Put(ctx, "w1", "from-a-replica")
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case wr := <-w:
-		if len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "w1" || wr.Events[0].Kv.ModRevision != put.Header.Revision {
-			t.Fatalf("watch through the gateway got %v", wr.Events)
+	// putWatched puts key through cl; the watch must get that put alone.
+	putWatched := func(cl *clientv3.Client, key string) {
+		t.Helper()
+		put, err := cl.Put(ctx, key, "")
+		if err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("watch through the gateway got nothing")
+		select {
+		case wr := <-w:
+			if len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != key || wr.Events[0].Kv.ModRevision != put.Header.Revision {
+				t.Fatalf("watch through the gateway got %v, want %s alone", wr.Events, key)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the watch through the gateway did not get %s", key)
+		}
 	}
+	putWatched(c.Client(t, 0), "w1")
 	txn, err := gc.Txn(ctx).If(clientv3.Compare(clientv3.Value("before"), "=", "v")).Then(clientv3.OpPut("txn", "t")).Commit()
 	if err != nil || !txn.Succeeded {
 		t.Fatalf("txn through the gateway: %v %v", err, txn)
@@ -287,18 +292,7 @@ func TestGatewayReplacesRemovedMember(t *testing.T) {
 	// The watch opened through the gateway (relayed, perhaps to a member
 	// stopped since: clientv3 then opened it again) gets the next event
 	// once.
-	put, err = survivors.Put(ctx, "w2", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case wr := <-w:
-		if len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "w2" || wr.Events[0].Kv.ModRevision != put.Header.Revision {
-			t.Fatalf("watch through the gateway got %v, want w2 alone", wr.Events)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the watch through the gateway got nothing after the replacement")
-	}
+	putWatched(survivors, "w2")
 }
 
 // A new cluster of four members puts the data on three of them (those with
