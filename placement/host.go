@@ -664,6 +664,22 @@ func (h *Host) ReplicaCount() int {
 	return len(h.replicas)
 }
 
+// FirstReplica returns this node's data shard replica with the lowest shard
+// id, or nil on a member that holds none. It is the replica whose term a
+// member reports (response headers, Status), so the choice must not change
+// from call to call.
+func (h *Host) FirstReplica() *shard.Replica {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var first *shard.Replica
+	for id, r := range h.replicas {
+		if first == nil || id < first.ShardID() {
+			first = r
+		}
+	}
+	return first
+}
+
 // Replicas returns this node's data shard replicas.
 func (h *Host) Replicas() []*shard.Replica {
 	h.mu.Lock()

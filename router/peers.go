@@ -99,9 +99,12 @@ func (p *Peers) Close() {
 // again.
 const forwardedKey = "basalt-forwarded"
 
-func isForwarded(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	return ok && len(md.Get(forwardedKey)) > 0
+func isForwarded(ctx context.Context) bool { return hasMetadata(ctx, forwardedKey) }
+
+// hasMetadata tells whether the incoming call carries key. Unlike
+// metadata.FromIncomingContext, it copies nothing.
+func hasMetadata(ctx context.Context, key string) bool {
+	return len(metadata.ValueFromIncomingContext(ctx, key)) > 0
 }
 
 // routed runs a request here, or, when here names a leader on another

@@ -36,10 +36,7 @@ var localMethods = map[string]bool{
 // relayTo returns the members to relay a call of method to, best first;
 // none when this member serves it.
 func (s *Server) relayTo(ctx context.Context, method string) []uint64 {
-	if s.cfg.Upstreams == nil || localMethods[method] || isForwarded(ctx) {
-		return nil
-	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(relayedKey)) > 0 {
+	if s.cfg.Upstreams == nil || localMethods[method] || isForwarded(ctx) || hasMetadata(ctx, relayedKey) {
 		return nil
 	}
 	return s.cfg.Upstreams()

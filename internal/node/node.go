@@ -560,13 +560,7 @@ func (n *Node) Stop() {
 	}
 }
 
-func (n *Node) dataReplica() *shard.Replica {
-	reps := n.host.Replicas()
-	if len(reps) == 0 {
-		return nil
-	}
-	return reps[0]
-}
+func (n *Node) dataReplica() *shard.Replica { return n.host.FirstReplica() }
 
 func (n *Node) raftTerm() uint64 {
 	if rep := n.dataReplica(); rep != nil {
