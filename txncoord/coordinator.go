@@ -437,8 +437,10 @@ func (c *Coordinator) HashKV(ctx context.Context, rev int64) (mvcc.KeyValueHash,
 
 // Backup writes a backup of the whole key space (mvcc.WriteBackup) at the
 // current revision. This node's meta replica catches up before leases is
-// called, so that every lease granted by then is in it.
+// called, so that every lease granted by then is in it. It stops at the
+// first write after ctx ends.
 func (c *Coordinator) Backup(ctx context.Context, w io.Writer, leases func() []mvcc.BackupLease) error {
+	w = ctxWriter{ctx: ctx, w: w}
 	for {
 		var view *mvcc.ReadView
 		err := c.retry(ctx, func() (err error) {
@@ -456,6 +458,20 @@ func (c *Coordinator) Backup(ctx context.Context, w io.Writer, leases func() []m
 			return err
 		}
 	}
+}
+
+// ctxWriter fails its writes once ctx ends, so that a long write to it
+// stops when its caller goes away.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (cw ctxWriter) Write(p []byte) (int, error) {
+	if err := cw.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return cw.w.Write(p)
 }
 
 // RevokeLeaseKeys deletes every key attached to a lease, with DELETE
