@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -755,7 +756,16 @@ type lockReq struct {
 	lock *basaltpb.LockCommand
 	cmd  []byte // the encoded DataCommand
 	done chan lockResult
+	// state is lockWaiting until the sequencer proposes the lock
+	// (lockProposing) or its caller gives up first (lockAbandoned).
+	state atomic.Int32
 }
+
+const (
+	lockWaiting int32 = iota
+	lockProposing
+	lockAbandoned
+)
 
 type lockResult struct {
 	res *basaltpb.TxnResult
@@ -777,8 +787,15 @@ func (s *Sequencer) Lock(ctx context.Context, l *basaltpb.LockCommand, cmd []byt
 	case res := <-r.done:
 		return res.res, res.err
 	case <-ctx.Done():
-		// The lock may still be taken: its TTL resolves it.
-		return nil, ctx.Err()
+		if r.state.CompareAndSwap(lockWaiting, lockAbandoned) {
+			return nil, ctx.Err() // never to be proposed
+		}
+		// Being proposed: wait for the outcome (the proposal's timeout
+		// bounds it), so that an abort the caller sends next follows the
+		// lock in the log instead of passing it and leaving the shard
+		// frozen until the lock's TTL.
+		res := <-r.done
+		return res.res, res.err
 	}
 }
 
@@ -793,9 +810,9 @@ func (s *Sequencer) proposeLocks() {
 		}
 		r := s.locks[0]
 		s.locks = s.locks[1:]
-		if r.ctx.Err() != nil {
+		if r.ctx.Err() != nil || !r.state.CompareAndSwap(lockWaiting, lockProposing) {
 			s.mu.Unlock()
-			r.done <- lockResult{err: r.ctx.Err()}
+			r.done <- lockResult{err: r.ctx.Err()} // its caller left
 			continue
 		}
 		s.locking = r.lock
