@@ -44,6 +44,9 @@ type LessorConfig struct {
 	CheckpointInterval time.Duration
 	// ExpiryInterval is how often expired leases are looked for.
 	ExpiryInterval time.Duration
+	// OrphanInterval is how often keys left attached to leases that no
+	// longer exist are looked for.
+	OrphanInterval time.Duration
 	Logger         *zap.Logger
 }
 
@@ -53,6 +56,9 @@ func (c *LessorConfig) setDefaults() {
 	}
 	if c.CheckpointInterval <= 0 {
 		c.CheckpointInterval = 5 * time.Second
+	}
+	if c.OrphanInterval <= 0 {
+		c.OrphanInterval = time.Minute
 	}
 	if c.ExpiryInterval <= 0 {
 		c.ExpiryInterval = 250 * time.Millisecond
@@ -134,9 +140,10 @@ func (l *Lessor) Promote(ctx context.Context) error {
 		return nil
 	}
 	l.primary, l.expiry, l.revoking, l.stopc = true, expiry, make(map[int64]bool), make(chan struct{})
-	l.wg.Add(2)
+	l.wg.Add(3)
 	go l.every(l.cfg.ExpiryInterval, l.stopc, l.revokeExpired)
 	go l.every(l.cfg.CheckpointInterval, l.stopc, l.checkpointNow)
+	go l.every(l.cfg.OrphanInterval, l.stopc, l.sweepOrphans)
 	l.mu.Unlock()
 	return l.revokeOrphans(ctx)
 }
@@ -167,20 +174,45 @@ func (l *Lessor) Close() {
 }
 
 // revokeOrphans deletes the keys of leases that exist in the data shards'
-// lease indexes but not in the meta group.
+// lease indexes but not in the meta group, except those of leases being
+// revoked.
 func (l *Lessor) revokeOrphans(ctx context.Context) error {
 	ids, err := l.coord.LeaseIDs()
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
-		if l.table.Lease(id) == nil {
-			if err := l.coord.RevokeLeaseKeys(ctx, id); err != nil {
-				return err
-			}
+		if l.table.Lease(id) != nil {
+			continue
+		}
+		l.mu.Lock()
+		busy := l.revoking[id]
+		l.revoking[id] = true
+		l.mu.Unlock()
+		if busy {
+			continue
+		}
+		err := l.coord.RevokeLeaseKeys(ctx, id)
+		l.mu.Lock()
+		delete(l.revoking, id)
+		l.mu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// sweepOrphans runs revokeOrphans now and then. A revocation deletes the
+// keys attached to the lease when it runs; a transaction across shards
+// that checked the lease before can still commit keys attached to it
+// afterwards (on a shard it had locked), and only this finds them.
+func (l *Lessor) sweepOrphans() {
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.OrphanInterval)
+	defer cancel()
+	if err := l.revokeOrphans(ctx); err != nil {
+		l.cfg.Logger.Warn("revoke-orphaned-lease-keys", zap.Error(err))
+	}
 }
 
 func (l *Lessor) isPrimary() bool {

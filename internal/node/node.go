@@ -53,6 +53,9 @@ type Config struct {
 	// LeaseCheckpointInterval is how often the remaining TTLs of leases
 	// are recorded (etcd's --experimental-lease-checkpoint-interval).
 	LeaseCheckpointInterval time.Duration
+	// LeaseOrphanInterval is how often the lessor looks for keys left
+	// attached to leases that no longer exist (default 1 minute).
+	LeaseOrphanInterval time.Duration
 	// InitialCluster is etcd's --initial-cluster: name=peer-url for every
 	// member of a new cluster (default: this node alone).
 	InitialCluster string
@@ -271,6 +274,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.lessor = txncoord.NewLessor(txncoord.LessorConfig{
 		MinTTL:             txncoord.MinLeaseTTL(n.host.RaftTimings()),
 		CheckpointInterval: cfg.LeaseCheckpointInterval,
+		OrphanInterval:     cfg.LeaseOrphanInterval,
 		Logger:             cfg.Logger,
 	}, n.host.MetaGroup(), n.host.Meta(), n.coord)
 	n.metaLessor.Store(n.lessor)

@@ -70,6 +70,12 @@ func WithShardSplitSize(size int64, interval time.Duration) Option {
 	return func(c *node.Config) { c.ShardSplitSize, c.ShardSplitCheckInterval = size, interval }
 }
 
+// WithLeaseOrphanInterval sets how often the lessor looks for keys left
+// attached to leases that no longer exist.
+func WithLeaseOrphanInterval(d time.Duration) Option {
+	return func(c *node.Config) { c.LeaseOrphanInterval = d }
+}
+
 // WithLockTTL sets the TTL of the locks of transactions across shards.
 func WithLockTTL(d time.Duration) Option { return func(c *node.Config) { c.LockTTL = d } }
 

@@ -756,3 +756,56 @@ func restartEach(c *Cluster, pause time.Duration) {
 		c.Restart(victim)
 	}
 }
+
+// A lease revoked while a transaction across shards that attaches keys to
+// it is between its primary's commit and the other shards' commits: the
+// revocation deletes the keys it finds, the transaction then commits the
+// rest, and those keys are left attached to a lease that no longer exists.
+// The lessor's sweep for such keys deletes them.
+func TestRevokeDuringTxnAcrossShardsLeavesNoKeys(t *testing.T) {
+	c := Start(t, 1, WithLeaseOrphanInterval(200*time.Millisecond))
+	ctx := ctxT(t, time.Minute)
+	cl := c.Client(t)
+	split(t, c, 0, "h")
+	lease, err := cl.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	committed, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	txncoord.SetTestHook(func(_ context.Context, at txncoord.Hook) bool {
+		if at == txncoord.HookCommitted {
+			once.Do(func() {
+				close(committed)
+				<-release
+			})
+		}
+		return false
+	})
+	t.Cleanup(func() { txncoord.SetTestHook(nil) })
+	txnDone := make(chan error, 1)
+	go func() {
+		_, err := cl.Txn(ctx).Then(clientv3.OpPut("a", "v", clientv3.WithLease(lease.ID)), clientv3.OpPut("m", "v", clientv3.WithLease(lease.ID))).Commit()
+		txnDone <- err
+	}()
+	select {
+	case <-committed:
+	case <-ctx.Done():
+		t.Fatal("the transaction never committed its primary")
+	}
+	if _, err := cl.Revoke(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-txnDone; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "no key is left attached to the revoked lease", func() bool {
+		resp, err := cl.Get(ctx, "", clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Kvs) == 0
+	})
+}
