@@ -59,6 +59,13 @@ func NewMetaStateMachine(store *mvcc.Store, replicaID uint64, lg *zap.Logger) *M
 	}
 }
 
+// AppliedIndex returns the Raft index of the last entry applied.
+func (m *MetaStateMachine) AppliedIndex() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.applied
+}
+
 // Open loads the state.
 func (m *MetaStateMachine) Open(<-chan struct{}) (uint64, error) {
 	if err := m.load(); err != nil {

@@ -584,6 +584,8 @@ func (n *Node) status() router.NodeStatus {
 	} else {
 		// A gateway: it holds the meta group's replica only.
 		st.Leader, st.RaftTerm = n.host.Leader(shard.MetaShardID)
+		st.RaftIndex = n.host.Meta().AppliedIndex()
+		st.RaftAppliedIndex = st.RaftIndex
 	}
 	if m := n.host.Meta().Member(n.host.ReplicaID()); m != nil {
 		st.IsLearner = m.IsLearner
