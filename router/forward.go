@@ -84,14 +84,27 @@ func (f *writeForwarder) senderOf(leader uint64) chan<- *forwardedWrite {
 	return q
 }
 
+// maxForwardCalls bounds the Internal.Write calls in flight to one leader.
+// Writes that arrive meanwhile wait and go together in the next call: under
+// load, calls carry many writes instead of one or two each.
+const maxForwardCalls = 4
+
 // sender batches what waits in q and sends each batch in its own
-// goroutine, until the server stops.
+// goroutine, at most maxForwardCalls at a time, until the server stops.
 func (f *writeForwarder) sender(leader uint64, q chan *forwardedWrite) {
+	calls := make(chan struct{}, maxForwardCalls)
 	for {
 		var w *forwardedWrite
 		select {
 		case w = <-q:
 		case <-f.stopc:
+			return
+		}
+		select {
+		case calls <- struct{}{}:
+		case <-f.stopc:
+			w.err = rpctypes.ErrGRPCStopped
+			close(w.done)
 			return
 		}
 		batch := []*forwardedWrite{w}
@@ -104,7 +117,10 @@ func (f *writeForwarder) sender(leader uint64, q chan *forwardedWrite) {
 				break drain
 			}
 		}
-		go f.send(leader, batch)
+		go func() {
+			f.send(leader, batch)
+			<-calls
+		}()
 	}
 }
 
