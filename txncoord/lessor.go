@@ -178,7 +178,13 @@ func (l *Lessor) Close() {
 // revoked.
 func (l *Lessor) revokeOrphans(ctx context.Context) error {
 	ids, err := l.coord.LeaseIDs()
-	if err != nil {
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	// A key the scan saw was written after its lease's grant committed.
+	// Still leading, with the meta replica caught up after the scan, the
+	// table has every such lease that was not revoked since.
+	if err := l.meta.ConfirmLeader(ctx); err != nil {
 		return err
 	}
 	for _, id := range ids {
