@@ -724,6 +724,21 @@ func (h *Host) Leader(shardID uint64) (leader, term uint64) {
 	return leader, term
 }
 
+// LastIndex returns the index of the newest entry of the group's Raft log
+// on this node's disk (0 when it holds no replica of the group). Unlike a
+// state machine's applied index it counts every entry: the empty entries
+// of elections and membership changes too. It can pass the committed index
+// by the entries still being replicated; dragonboat does not tell the
+// committed index itself.
+func (h *Host) LastIndex(shardID uint64) uint64 {
+	lr, err := h.nh.GetLogReader(shardID)
+	if err != nil {
+		return 0
+	}
+	_, last := lr.GetRange()
+	return last
+}
+
 // TransferLeader asks the group's leader (this node) to hand leadership to
 // target.
 func (h *Host) TransferLeader(shardID, target uint64) error {

@@ -575,18 +575,27 @@ func (n *Node) raftTerm() uint64 {
 }
 
 func (n *Node) status() router.NodeStatus {
+	// As etcd's, but for the first: the index of the newest entry in the
+	// Raft log (etcd: the newest committed one; they differ by the entries
+	// being replicated), and that of the newest entry the state machine
+	// applied. The state machines see only entries that carry commands, so
+	// the applied index stays behind after elections and membership
+	// changes.
 	st := router.NodeStatus{DBSize: n.host.Store().DiskSize()}
 	if rep := n.dataReplica(); rep != nil {
 		// Replica ids are member ids.
 		st.Leader, st.RaftTerm = rep.Leader()
-		st.RaftIndex = rep.Shard().AppliedIndex()
-		st.RaftAppliedIndex = st.RaftIndex
+		st.RaftIndex = n.host.LastIndex(rep.ShardID())
+		st.RaftAppliedIndex = rep.Shard().AppliedIndex()
 	} else {
 		// A gateway: it holds the meta group's replica only.
 		st.Leader, st.RaftTerm = n.host.Leader(shard.MetaShardID)
-		st.RaftIndex = n.host.Meta().AppliedIndex()
-		st.RaftAppliedIndex = st.RaftIndex
+		st.RaftIndex = n.host.LastIndex(shard.MetaShardID)
+		st.RaftAppliedIndex = n.host.Meta().AppliedIndex()
 	}
+	// A replica restored from a Raft snapshot has applied entries its log
+	// does not hold.
+	st.RaftIndex = max(st.RaftIndex, st.RaftAppliedIndex)
 	if m := n.host.Meta().Member(n.host.ReplicaID()); m != nil {
 		st.IsLearner = m.IsLearner
 	}

@@ -68,6 +68,37 @@ func TestDefragmentGivesSpaceBack(t *testing.T) {
 	}
 }
 
+// Status reports etcd's Raft indexes on every member: the committed index
+// counts the entries of the elections and the initial membership before
+// any write, the applied index never passes it, and a write moves both on
+// every member.
+func TestStatusReportsRaftIndexes(t *testing.T) {
+	c := Start(t, 3)
+	ctx := ctxT(t, time.Minute)
+	cl := c.Client(t)
+	before := make([]*clientv3.StatusResponse, len(c.Nodes))
+	for i, n := range c.Nodes {
+		st, err := cl.Status(ctx, n.ClientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.RaftIndex == 0 || st.RaftAppliedIndex > st.RaftIndex || st.Leader == 0 || st.RaftTerm == 0 {
+			t.Fatalf("member %d before any write: raft index %d, applied %d, leader %x, term %d", i, st.RaftIndex, st.RaftAppliedIndex, st.Leader, st.RaftTerm)
+		}
+		before[i] = st
+	}
+	if _, err := cl.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range c.Nodes {
+		waitFor(t, fmt.Sprintf("member %d applies the write", i), func() bool {
+			st, err := cl.Status(ctx, n.ClientURL)
+			return err == nil && st.RaftIndex > before[i].RaftIndex &&
+				st.RaftAppliedIndex > before[i].RaftAppliedIndex && st.RaftAppliedIndex <= st.RaftIndex
+		})
+	}
+}
+
 // A snapshot taken through a follower of a three-member cluster, restored
 // into every member's data directory (as etcdutl snapshot restore is used
 // for etcd), makes a new three-member cluster: every member answers as the
