@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -60,6 +61,35 @@ func (w *Writer) SetTxnRecord(id uint64, record []byte) {
 		return
 	}
 	_ = w.b.Set(key, record, nil)
+}
+
+// TxnRecord is a commit record a primary shard keeps.
+type TxnRecord struct {
+	ID   uint64
+	Data []byte
+}
+
+// TxnRecords returns the commit records the shard keeps: one per
+// transaction it was the primary of whose other shards have not all
+// committed (or been told that they did), in id order.
+func (sh *Shard) TxnRecords() ([]TxnRecord, error) {
+	prefix := appendMetaKey(nil, sh.id, metaTxn)
+	prefix = prefix[:len(prefix)-1] // without the sentinel
+	upper := append(slices.Clone(prefix[:len(prefix)-1]), prefix[len(prefix)-1]+1)
+	it, err := sh.store.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []TxnRecord
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		if len(k) != len(prefix)+9 {
+			return nil, errCorruptValue
+		}
+		out = append(out, TxnRecord{ID: binary.BigEndian.Uint64(k[len(prefix):]), Data: slices.Clone(it.Value())})
+	}
+	return out, it.Error()
 }
 
 // TxnRecord returns the commit record of transaction id, as this batch

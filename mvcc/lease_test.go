@@ -54,3 +54,36 @@ func TestLeaseIDsPerShard(t *testing.T) {
 		}
 	}
 }
+
+// Each shard counts its own commit records, whatever the ids and whatever
+// its neighbours keep.
+func TestTxnRecordsPerShard(t *testing.T) {
+	s := newTestShard(t)
+	child := s.split("m")
+	record := func(sh *Shard, id uint64, keep bool) {
+		t.Helper()
+		w := sh.NewWriter()
+		var rec []byte
+		if keep {
+			rec = []byte("record")
+		}
+		w.SetTxnRecord(id, rec)
+		s.index++
+		if err := w.Commit(s.index); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record(s.sh, 1, true)
+	record(s.sh, ^uint64(0), true) // the largest id
+	record(child, 0x2f, true)      // '/' in the id's bytes
+	record(s.sh, 1, false)
+	for _, tc := range []struct {
+		sh   *Shard
+		want uint64
+	}{{s.sh, ^uint64(0)}, {child, 0x2f}} {
+		got, err := tc.sh.TxnRecords()
+		if err != nil || len(got) != 1 || got[0].ID != tc.want || string(got[0].Data) != "record" {
+			t.Errorf("shard %d: records %v (%v), want only %x", tc.sh.ID(), got, err, tc.want)
+		}
+	}
+}

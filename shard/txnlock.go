@@ -168,8 +168,34 @@ func (s *DataStateMachine) applyAbort(w *mvcc.Writer, a *basaltpb.AbortCommand) 
 	return proto.Marshal(&basaltpb.TxnResult{Committed: true, Writes: rec.Record[a.ForShard]})
 }
 
-// applyForget drops the primary's commit record.
+// applyForget drops from the primary's commit record the shards that
+// committed (all of them when it names none), and the record once none is
+// left.
 func (s *DataStateMachine) applyForget(w *mvcc.Writer, f *basaltpb.ForgetCommand) ([]byte, error) {
+	if len(f.Shards) > 0 {
+		raw, ok, err := w.TxnRecord(f.TxnId)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return txnResult(basaltpb.ErrorCode_OK)
+		}
+		rec := &basaltpb.CommitCommand{}
+		if err := proto.Unmarshal(raw, rec); err != nil {
+			return nil, fmt.Errorf("shard: undecodable record of transaction %x: %w", f.TxnId, err)
+		}
+		for _, sid := range f.Shards {
+			delete(rec.Record, sid)
+		}
+		if len(rec.Record) > 0 {
+			raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+			if err != nil {
+				return nil, err
+			}
+			w.SetTxnRecord(f.TxnId, raw)
+			return txnResult(basaltpb.ErrorCode_OK)
+		}
+	}
 	w.SetTxnRecord(f.TxnId, nil)
 	return txnResult(basaltpb.ErrorCode_OK)
 }

@@ -91,3 +91,53 @@ func TestAbortAfterAbandonedLockDropsIt(t *testing.T) {
 		t.Fatalf("the shard holds transaction %x's lock after its abort", l.TxnId)
 	}
 }
+
+// The primary keeps its commit record for the shards that have not
+// committed their parts yet: each ForgetCommand drops the shards it names,
+// and the record goes with the last one.
+func TestForgetDropsCommittedShardsFromTheRecord(t *testing.T) {
+	r := startReplica(t, SequencerConfig{})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	step := func(cmd *basaltpb.DataCommand) *basaltpb.TxnResult {
+		t.Helper()
+		res, err := r.TxnStep(ctx, cmd)
+		if err != nil || CodeError(res.Error) != nil {
+			t.Fatalf("%v: %v %v", cmd, res, err)
+		}
+		return res
+	}
+	const id = 9
+	step(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Lock{Lock: &basaltpb.LockCommand{
+		TxnId: id, StartRevision: 1, PrimaryShard: r.ShardID(), TtlMs: time.Hour.Milliseconds(),
+		Spans: []*basaltpb.KeyRange{{Key: []byte("k")}},
+	}}})
+	writesOf := func(rev int64) *basaltpb.ShardWrites {
+		return &basaltpb.ShardWrites{Revisions: []*basaltpb.RevisionWrites{{Revision: rev}}}
+	}
+	step(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Commit{Commit: &basaltpb.CommitCommand{
+		TxnId: id, Primary: true, Record: map[uint64]*basaltpb.ShardWrites{20: writesOf(2), 30: writesOf(3)},
+	}}})
+	// What a shard whose lock outlived the coordinator asks the primary.
+	resolve := func(sid uint64) *basaltpb.TxnResult {
+		t.Helper()
+		return step(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Abort{Abort: &basaltpb.AbortCommand{TxnId: id, ForShard: sid}}})
+	}
+	forget := func(shards ...uint64) {
+		t.Helper()
+		step(&basaltpb.DataCommand{Command: &basaltpb.DataCommand_Forget{Forget: &basaltpb.ForgetCommand{TxnId: id, Shards: shards}}})
+	}
+	if res := resolve(30); !res.Committed || res.Writes.GetRevisions()[0].Revision != 3 {
+		t.Fatalf("shard 30 before any forget: %v", res)
+	}
+	forget(30, 40) // 40 had no writes: it is not in the record
+	if res := resolve(20); !res.Committed || res.Writes.GetRevisions()[0].Revision != 2 {
+		t.Fatalf("shard 20 after shard 30 was forgotten: %v", res)
+	}
+	forget(20)
+	if res := resolve(20); res.Committed {
+		t.Fatalf("the record is still there once every shard was forgotten: %v", res)
+	}
+	forget(20) // a repeated forget, or one of a record gone: nothing to do
+	forget()
+}

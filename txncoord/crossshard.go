@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -280,8 +281,12 @@ func (c *Coordinator) runGroup(group []*acrossReq) {
 		return
 	}
 	// Committed. The other shards follow; readers there wait for them.
-	if c.commitOthers(ctx, id, order[1:], writes) {
-		go c.forget(id, primary)
+	others := make([]uint64, 0, len(order)-1)
+	for _, p := range order[1:] {
+		others = append(others, p.desc.ShardId)
+	}
+	if committed := c.commitOthers(ctx, id, others, writes); len(committed) > 0 && !testHook(ctx, HookForget) {
+		go c.forget(id, primary, committed)
 	}
 }
 
@@ -308,18 +313,18 @@ func (c *Coordinator) commitPrimary(ctx context.Context, id, primary uint64, wri
 }
 
 // commitOthers commits the transaction on its other shards, in parallel,
-// and reports whether all did (the primary's record is no longer needed).
-// A shard that fails is rolled forward by its leader after the lock's TTL.
-func (c *Coordinator) commitOthers(ctx context.Context, id uint64, parts []*txnPart, writes map[uint64]*basaltpb.ShardWrites) bool {
+// and returns those that committed (the primary's record is no longer
+// needed for them). A shard that fails is rolled forward by its leader
+// after the lock's TTL.
+func (c *Coordinator) commitOthers(ctx context.Context, id uint64, shards []uint64, writes map[uint64]*basaltpb.ShardWrites) []uint64 {
 	ctx = context.WithoutCancel(ctx)
 	var (
-		wg sync.WaitGroup
-		mu sync.Mutex
-		ok = true
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		committed []uint64
 	)
-	for _, p := range parts {
+	for _, sid := range shards {
 		wg.Go(func() {
-			sid := p.desc.ShardId
 			sctx, cancel := context.WithTimeout(ctx, RetryTimeout)
 			defer cancel()
 			res, err := c.txnStep(sctx, sid, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Commit{Commit: &basaltpb.CommitCommand{
@@ -330,14 +335,15 @@ func (c *Coordinator) commitOthers(ctx context.Context, id uint64, parts []*txnP
 			}
 			if err != nil {
 				c.lg.Warn("commit-across-shards", zap.Uint64("shard-id", sid), zap.Uint64("txn-id", id), zap.Error(err))
-				mu.Lock()
-				ok = false
-				mu.Unlock()
+				return
 			}
+			mu.Lock()
+			committed = append(committed, sid)
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	return ok
+	return committed
 }
 
 // abortParts drops a transaction's locks (best effort: a lock left behind
@@ -352,13 +358,77 @@ func (c *Coordinator) abortParts(id uint64, parts []*txnPart) {
 	}
 }
 
-// forget drops the primary's commit record once every shard committed.
-func (c *Coordinator) forget(id, primary uint64) {
+// forget drops the shards that committed from the primary's commit record
+// (and the record once none is left in it; none named: the record). Best
+// effort: SweepTxnRecords finds a record that stays.
+func (c *Coordinator) forget(id, primary uint64, committed []uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), RetryTimeout)
 	defer cancel()
-	if _, err := c.txnStep(ctx, primary, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Forget{Forget: &basaltpb.ForgetCommand{TxnId: id}}}); err != nil {
+	if _, err := c.txnStep(ctx, primary, &basaltpb.DataCommand{Command: &basaltpb.DataCommand_Forget{Forget: &basaltpb.ForgetCommand{TxnId: id, Shards: committed}}}); err != nil {
 		c.lg.Debug("forget-across-shards", zap.Uint64("txn-id", id), zap.Error(err))
 	}
+}
+
+// SweepTxnRecords finishes, every two lock TTLs until ctx ends, the
+// transactions across shards whose commit records stayed since the
+// previous look on a shard this node leads: their coordinator died, or a
+// shard's commit or the record's forget failed. Each shard left in a
+// record is sent its part again: one that committed it answers OK, one
+// that still holds the lock commits it, as the lock's resolution would.
+// The shards that committed are dropped from the record.
+func (c *Coordinator) SweepTxnRecords(ctx context.Context) {
+	t := time.NewTicker(2 * c.lockTTL)
+	defer t.Stop()
+	var seen map[uint64]bool // the records found at the previous look
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		seen = c.finishStaleTxns(ctx, seen)
+	}
+}
+
+// finishStaleTxns finishes the transactions whose records are in seen,
+// and returns the records it found.
+func (c *Coordinator) finishStaleTxns(ctx context.Context, seen map[uint64]bool) map[uint64]bool {
+	reps, err := c.allReplicas()
+	if err != nil {
+		return seen
+	}
+	found := make(map[uint64]bool)
+	for _, rep := range reps {
+		if !rep.IsLeader() {
+			continue
+		}
+		recs, err := rep.Shard().TxnRecords()
+		if err != nil {
+			c.lg.Warn("txn-records", zap.Uint64("shard-id", rep.ShardID()), zap.Error(err))
+			continue
+		}
+		for _, r := range recs {
+			found[r.ID] = true
+			if !seen[r.ID] {
+				continue // perhaps still being committed
+			}
+			rec := &basaltpb.CommitCommand{}
+			if err := proto.Unmarshal(r.Data, rec); err != nil {
+				c.lg.Warn("txn-records", zap.Uint64("shard-id", rep.ShardID()), zap.Uint64("txn-id", r.ID), zap.Error(err))
+				continue
+			}
+			shards := slices.Sorted(maps.Keys(rec.Record))
+			committed := c.commitOthers(ctx, r.ID, shards, rec.Record)
+			if len(committed) == len(shards) {
+				committed = nil // every one: the whole record goes
+			} else if len(committed) == 0 {
+				continue
+			}
+			c.lg.Info("finish-stale-txn", zap.Uint64("shard-id", rep.ShardID()), zap.Uint64("txn-id", r.ID), zap.Uint64s("committed", committed))
+			c.forget(r.ID, rep.ShardID(), committed)
+		}
+	}
+	return found
 }
 
 // ResolveLock settles a lock whose TTL ran out (shard.LockResolver): an
@@ -376,8 +446,18 @@ func (c *Coordinator) ResolveLock(ctx context.Context, shardID uint64, l *basalt
 		}}}
 	}
 	c.lg.Info("resolve-expired-lock", zap.Uint64("shard-id", shardID), zap.Uint64("txn-id", l.TxnId), zap.Bool("committed", res.Committed))
-	_, err = c.txnStep(ctx, shardID, step)
-	return err
+	done, err := c.txnStep(ctx, shardID, step)
+	if err == nil {
+		err = shard.CodeError(done.Error)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Committed {
+		// Rolled forward: the primary's record is no longer needed here.
+		c.forget(l.TxnId, l.PrimaryShard, []uint64{shardID})
+	}
+	return nil
 }
 
 // txnStep runs a step of a transaction across shards at the shard's
@@ -422,6 +502,9 @@ const (
 	// HookCommitted is reached once the primary committed, before the
 	// other shards do.
 	HookCommitted
+	// HookForget is reached once the other shards committed, before the
+	// primary is told to drop its commit record.
+	HookForget
 )
 
 // errCrashed is what a coordinator that a test hook stopped answers; it

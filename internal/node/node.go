@@ -262,6 +262,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.LockTTL > 0 {
 		n.coord.SetLockTTL(cfg.LockTTL)
 	}
+	n.background.Go(func() { n.coord.SweepTxnRecords(bg) })
 	n.hub = watchfanout.NewHub(nil, n.coord.CurrentRevision, cfg.Logger)
 	serve := func(r *shard.Replica) {
 		r.SetRemoteResolver(n.coord.ResolveRemote)
@@ -665,6 +666,20 @@ func (n *Node) IsMetaLeader() bool { return n.metaLeader() == n.host.ReplicaID()
 // DataReplicas returns how many data shard replicas this node holds (none
 // on a gateway).
 func (n *Node) DataReplicas() int { return n.host.ReplicaCount() }
+
+// TxnRecords returns how many commit records of transactions across
+// shards this node's replicas keep (see mvcc.Shard.TxnRecords).
+func (n *Node) TxnRecords() (int, error) {
+	total := 0
+	for _, r := range n.host.Replicas() {
+		recs, err := r.Shard().TxnRecords()
+		if err != nil {
+			return 0, err
+		}
+		total += len(recs)
+	}
+	return total, nil
+}
 
 // IsDataLeader tells whether this node leads a data shard.
 func (n *Node) IsDataLeader() bool {

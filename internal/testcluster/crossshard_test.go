@@ -162,6 +162,14 @@ func TestBankAcrossShards(t *testing.T) {
 	resumed := startWatchLog(ctx, c.Client(t, 1), mid)
 	resumed.waitFor(t, final.Header.Revision)
 	watchers[0].sameFrom(t, resumed, mid)
+	// Every transfer committed on all its shards: no primary keeps a
+	// commit record.
+	for i, n := range c.Nodes {
+		waitFor(t, fmt.Sprintf("member %d drops every commit record", i), func() bool {
+			k, err := n.TxnRecords()
+			return err == nil && k == 0
+		})
+	}
 	t.Logf("%d transfers, %d reads of all accounts, revisions %d..%d", transfers.Load(), reads.Load(), created.Header.Revision, final.Header.Revision)
 }
 
@@ -440,6 +448,14 @@ func TestCoordinatorCrashLeavesNoHalfTxn(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			t.Logf("keys read %q %v after the coordinator stopped", want, time.Since(stopped))
+			// The lock resolution that rolled a shard forward told the
+			// primary: its commit record is gone from every replica.
+			for _, i := range others {
+				waitFor(t, fmt.Sprintf("member %d drops the commit record", i), func() bool {
+					n, err := c.Nodes[i].TxnRecords()
+					return err == nil && n == 0
+				})
+			}
 			// The shards serve writes again.
 			if _, err := cl.Txn(ctx).Then(clientv3.OpPut("a", "2"), clientv3.OpPut("m", "2")).Commit(); err != nil {
 				t.Fatal(err)
@@ -448,6 +464,44 @@ func TestCoordinatorCrashLeavesNoHalfTxn(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// A commit record the primary was never told to drop (its coordinator
+// stopped after every shard committed) is found and dropped by the
+// primary's leader.
+func TestStaleCommitRecordIsDropped(t *testing.T) {
+	c := Start(t, 3, WithLockTTL(time.Second))
+	ctx := ctxT(t, time.Minute)
+	cl := c.Client(t)
+	split(t, c, 0, "h")
+	var once sync.Once
+	txncoord.SetTestHook(func(_ context.Context, at txncoord.Hook) (crash bool) {
+		if at == txncoord.HookForget {
+			once.Do(func() { crash = true })
+		}
+		return crash
+	})
+	t.Cleanup(func() { txncoord.SetTestHook(nil) })
+	if _, err := cl.Txn(ctx).Then(clientv3.OpPut("a", "1"), clientv3.OpPut("m", "1")).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	records := func() (n int) {
+		for _, nd := range c.Nodes {
+			k, err := nd.TxnRecords()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += k
+		}
+		return n
+	}
+	if n := records(); n == 0 {
+		t.Fatal("no commit record right after the transaction: the test hook did not keep it")
+	}
+	waitFor(t, "the stale commit record is dropped", func() bool { return records() == 0 })
+	if resp, err := cl.Get(ctx, "a", clientv3.WithRange("n")); err != nil || len(resp.Kvs) != 2 || string(resp.Kvs[0].Value) != "1" || string(resp.Kvs[1].Value) != "1" {
+		t.Fatalf("keys after the sweep: %v %v", resp, err)
 	}
 }
 

@@ -677,11 +677,14 @@ func (x *AbortCommand) GetForShard() uint64 {
 	return 0
 }
 
-// ForgetCommand drops the primary's commit record once every shard
-// committed.
+// ForgetCommand drops from the primary's commit record the shards that
+// committed their parts: it keeps the record for the others, whose locks
+// are rolled forward from it. The record goes once no shard is left in it.
 type ForgetCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	TxnId uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	// The shards that committed; none: every shard did.
+	Shards        []uint64 `protobuf:"varint,2,rep,packed,name=shards,proto3" json:"shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -721,6 +724,13 @@ func (x *ForgetCommand) GetTxnId() uint64 {
 		return x.TxnId
 	}
 	return 0
+}
+
+func (x *ForgetCommand) GetShards() []uint64 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
 }
 
 // TxnResult answers LockCommand, CommitCommand and AbortCommand.
@@ -3032,9 +3042,10 @@ const file_basalt_proto_rawDesc = "" +
 	"\x04subs\x18\x03 \x03(\x03R\x04subs\"B\n" +
 	"\fAbortCommand\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x1b\n" +
-	"\tfor_shard\x18\x02 \x01(\x04R\bforShard\"&\n" +
+	"\tfor_shard\x18\x02 \x01(\x04R\bforShard\">\n" +
 	"\rForgetCommand\x12\x15\n" +
-	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\"\x7f\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x16\n" +
+	"\x06shards\x18\x02 \x03(\x04R\x06shards\"\x7f\n" +
 	"\tTxnResult\x12'\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x11.basalt.ErrorCodeR\x05error\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\bR\tcommitted\x12+\n" +
