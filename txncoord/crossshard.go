@@ -409,7 +409,7 @@ func (c *Coordinator) finishStaleTxns(ctx context.Context, seen map[uint64]bool)
 		}
 		for _, r := range recs {
 			found[r.ID] = true
-			if !seen[r.ID] {
+			if !seen[r.ID] || ctx.Err() != nil {
 				continue // perhaps still being committed
 			}
 			rec := &basaltpb.CommitCommand{}
