@@ -377,17 +377,8 @@ func (c *Coordinator) forget(id, primary uint64, committed []uint64) {
 // that still holds the lock commits it, as the lock's resolution would.
 // The shards that committed are dropped from the record.
 func (c *Coordinator) SweepTxnRecords(ctx context.Context) {
-	t := time.NewTicker(2 * c.lockTTL)
-	defer t.Stop()
 	var seen map[uint64]bool // the records found at the previous look
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		seen = c.finishStaleTxns(ctx, seen)
-	}
+	every(ctx, 2*c.lockTTL, func() { seen = c.finishStaleTxns(ctx, seen) })
 }
 
 // finishStaleTxns finishes the transactions whose records are in seen,

@@ -160,6 +160,15 @@ func (c *Coordinator) SplitLarge(ctx context.Context, size int64) (int, error) {
 
 // SplitLargeLoop runs SplitLarge every interval until ctx ends.
 func (c *Coordinator) SplitLargeLoop(ctx context.Context, size int64, interval time.Duration) {
+	every(ctx, interval, func() {
+		if _, err := c.SplitLarge(ctx, size); err != nil && ctx.Err() == nil {
+			c.lg.Warn("split-large-shards", zap.Error(err))
+		}
+	})
+}
+
+// every runs fn every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -167,9 +176,7 @@ func (c *Coordinator) SplitLargeLoop(ctx context.Context, size int64, interval t
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if _, err := c.SplitLarge(ctx, size); err != nil && ctx.Err() == nil {
-			c.lg.Warn("split-large-shards", zap.Error(err))
+			fn()
 		}
 	}
 }
