@@ -3,7 +3,8 @@
 // replicas the node holds (the meta group and data shards), bootstraps a
 // new cluster, keeps the member registry (MemberAdd, MemberRemove,
 // MemberUpdate, MemberPromote as dragonboat membership changes), runs the
-// memberlist gossip through which a node joins with --join, and reports
+// memberlist gossip through which a node joins with --join, carries the
+// members' Raft messages and snapshots (TCPTransport), and reports
 // leadership changes to whoever needs them (the TSO runs where the meta
 // group's leader is).
 //

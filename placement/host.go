@@ -57,8 +57,8 @@ type Config struct {
 	// (MemberAdd, then --initial-cluster-state existing): it joins the
 	// groups that list it instead of creating them. Ignored on restart.
 	Join bool
-	// TransportFactory replaces dragonboat's TCP transport (tests inject
-	// faults with it).
+	// TransportFactory replaces TCPTransport, the Raft transport (tests
+	// inject faults with it).
 	TransportFactory config.TransportFactory
 	// HeartbeatInterval and ElectionTimeout are etcd's Raft timings.
 	HeartbeatInterval time.Duration
@@ -169,6 +169,10 @@ func Start(cfg Config) (*Host, error) {
 	}
 	h.store = store
 	rtt := uint64(cfg.HeartbeatInterval / time.Millisecond)
+	transport := cfg.TransportFactory
+	if transport == nil {
+		transport = TCPTransport{}
+	}
 	nhc := config.NodeHostConfig{
 		DeploymentID:      deploymentID(cfg.ClusterToken),
 		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
@@ -178,7 +182,7 @@ func Start(cfg Config) (*Host, error) {
 		RaftEventListener: h,
 		Expert: config.ExpertConfig{
 			LogDB:            logDBConfig(),
-			TransportFactory: cfg.TransportFactory,
+			TransportFactory: transport,
 		},
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)

@@ -20,8 +20,9 @@ func startCluster(t *testing.T) []*process {
 	return startClusterOf(t, 3)
 }
 
-// startClusterOf starts n members of a new cluster as separate processes.
-func startClusterOf(t *testing.T, n int) []*process {
+// startClusterOf starts n members of a new cluster as separate processes,
+// with flags besides their names and the initial cluster (which come last).
+func startClusterOf(t *testing.T, n int, flags ...string) []*process {
 	t.Helper()
 	type addrs struct{ client, peer string }
 	var (
@@ -44,8 +45,8 @@ func startClusterOf(t *testing.T, n int) []*process {
 	}
 	var ps []*process
 	for i, a := range as {
-		ps = append(ps, launchProcess(t, t.TempDir(), a.client, a.peer,
-			"--name", fmt.Sprintf("m%d", i+1), "--initial-cluster", strings.Join(initial, ",")))
+		ps = append(ps, launchProcess(t, t.TempDir(), a.client, a.peer, append(slices.Clone(flags),
+			"--name", fmt.Sprintf("m%d", i+1), "--initial-cluster", strings.Join(initial, ","))...))
 	}
 	for _, p := range ps {
 		p.waitHealthy()
@@ -216,6 +217,55 @@ func TestKillLeaderUnderLoad(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("%d writes acknowledged (%d after the kill); all present and watched", len(acked), len(acked)-before)
+}
+
+// TestRestartedMemberCatchesUpFromSnapshot stops a member while the others
+// take more writes than their Raft logs keep (a snapshot every 50 entries),
+// so that when it comes back the leader can only send it a snapshot: the
+// state machine's data in chunks over the Raft transport. It then serves
+// every key with its value.
+func TestRestartedMemberCatchesUpFromSnapshot(t *testing.T) {
+	flags := []string{"--snapshot-count", "50"}
+	ps := startClusterOf(t, 3, flags...)
+	leader := ps[dataLeader(t, ps)]
+	behind := ps[(dataLeader(t, ps)+1)%3]
+	behind.kill()
+
+	cli := newClient(t, leader.clientURL)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// 400 writes of 16 KiB: over 6 MiB, several chunks.
+	value := func(i int) string { return strings.Repeat(fmt.Sprintf("%05d", i), 16<<10/5) }
+	const n = 400
+	for i := range n {
+		if _, err := cli.Put(ctx, fmt.Sprintf("s/%05d", i), value(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	back := startProcess(t, behind.dataDir, strings.TrimPrefix(behind.clientURL, "http://"), strings.TrimPrefix(behind.peerURL, "http://"),
+		append(slices.Clone(flags), behind.cmd.Args[len(behind.cmd.Args)-4:]...)...)
+	bcli := newClient(t, back.clientURL)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := bcli.Get(ctx, "s/", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable())
+		if err == nil && got.Count == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted member has %v keys, want %d (%v)", got, n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := bcli.Get(ctx, "s/", clientv3.WithPrefix(), clientv3.WithSerializable())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, kv := range got.Kvs {
+		if string(kv.Value) != value(i) {
+			t.Fatalf("key %s on the restarted member has a wrong value (%d bytes)", kv.Key, len(kv.Value))
+		}
+	}
 }
 
 func containsAll(seen map[int64]int, revs map[int64]string) bool {
