@@ -227,8 +227,8 @@ func TestKillLeaderUnderLoad(t *testing.T) {
 func TestRestartedMemberCatchesUpFromSnapshot(t *testing.T) {
 	flags := []string{"--snapshot-count", "50"}
 	ps := startClusterOf(t, 3, flags...)
-	leader := ps[dataLeader(t, ps)]
-	behind := ps[(dataLeader(t, ps)+1)%3]
+	l := dataLeader(t, ps)
+	leader, behind := ps[l], ps[(l+1)%3]
 	behind.kill()
 
 	cli := newClient(t, leader.clientURL)
