@@ -53,6 +53,10 @@ const (
 	// and its chunks are 2 MiB.
 	maxFrame = 256 << 20
 
+	// maxKeptBuffer bounds the buffer a connection keeps between frames:
+	// a larger frame (a large batch, a snapshot's chunk) gets its own.
+	maxKeptBuffer = 4 << 20
+
 	dialTimeout  = 5 * time.Second
 	writeTimeout = 30 * time.Second
 	// readTimeout closes a connection that carried nothing for this long:
@@ -155,6 +159,9 @@ func (t *tcpTransport) serve(conn net.Conn) {
 				return
 			}
 		}
+		if cap(buf) > maxKeptBuffer {
+			buf = nil
+		}
 	}
 }
 
@@ -224,8 +231,8 @@ func (c *frameConn) send(kind byte, m marshaler) error {
 		return err
 	}
 	_, err := c.conn.Write(frame)
-	if cap(c.buf) > 4<<20 {
-		c.buf = nil // a snapshot's chunks or a large batch: do not keep it
+	if cap(c.buf) > maxKeptBuffer {
+		c.buf = nil
 	}
 	return err
 }
