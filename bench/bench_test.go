@@ -133,16 +133,24 @@ func TestMergeAndReports(t *testing.T) {
 		for range reqs {
 			h.Record(lat)
 		}
+		// The servers use 50 µs of CPU per request, the client 20.
 		return &Result{Workload: "put", Target: target, Clients: 10, Conns: 2, Requests: reqs, Seconds: secs,
-			Throughput: float64(reqs) / secs, Latency: h.Percentiles(), Histogram: h, Params: map[string]any{"val-size": 256}}
+			Throughput: float64(reqs) / secs, Latency: h.Percentiles(), Histogram: h, Params: map[string]any{"val-size": 256},
+			ServerCPU: float64(reqs) * 50e-6, ClientCPU: float64(reqs) * 20e-6}
 	}
-	// Two client machines at once: throughputs add, histograms merge.
-	m, err := Merge([]*Result{mk("a", 1000, time.Millisecond, 10), mk("b", 3000, 3*time.Millisecond, 10)})
+	// Two client machines at once: throughputs add, histograms merge, and
+	// client CPU adds up; the server CPU both saw is one cluster's.
+	a, b := mk("a", 1000, time.Millisecond, 10), mk("b", 3000, 3*time.Millisecond, 10)
+	a.ServerCPU = b.ServerCPU
+	m, err := Merge([]*Result{a, b})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.Requests != 4000 || m.Throughput != 400 || m.Clients != 20 || m.Latency.P50 < 2.9 {
 		t.Fatalf("merged %+v", m)
+	}
+	if math.Abs(m.ClientCPUPerRequest()-20) > 1e-6 || math.Abs(m.ServerCPU-0.15) > 1e-9 {
+		t.Fatalf("merged CPU: client %.2f µs/request, server %.3f s", m.ClientCPUPerRequest(), m.ServerCPU)
 	}
 	if _, err := Merge([]*Result{mk("a", 1, time.Millisecond, 1), {Workload: "range", Histogram: NewHistogram()}}); err == nil {
 		t.Fatal("merging different workloads must fail")
@@ -165,15 +173,24 @@ func TestMergeAndReports(t *testing.T) {
 	}
 
 	// Comparison: two sequential rounds per target; ratios; report files.
+	etcdRound := func() *Result {
+		r := mk("etcd", 1000, 2*time.Millisecond, 10)
+		r.ServerCPU *= 2 // 100 µs per request
+		return r
+	}
 	c := &Comparison{Workload: "put", Rounds: []Round{
-		{Basalt: mk("basalt", 2000, time.Millisecond, 10), Etcd: mk("etcd", 1000, 2*time.Millisecond, 10)},
-		{Basalt: mk("basalt", 2000, time.Millisecond, 10), Etcd: mk("etcd", 1000, 2*time.Millisecond, 10)},
+		{Basalt: mk("basalt", 2000, time.Millisecond, 10), Etcd: etcdRound()},
+		{Basalt: mk("basalt", 2000, time.Millisecond, 10), Etcd: etcdRound()},
 	}}
 	if err := c.summarize(); err != nil {
 		t.Fatal(err)
 	}
 	if c.Basalt.Throughput != 200 || c.ThroughputRatio != 2 || math.Abs(c.LatencyRatio["p50"]-0.5) > 0.01 {
 		t.Fatalf("summary: throughput %.1f ratio %.2f p50 ratio %.2f", c.Basalt.Throughput, c.ThroughputRatio, c.LatencyRatio["p50"])
+	}
+	// Rounds ran one after another: their server CPU adds up.
+	if math.Abs(c.Basalt.ServerCPUPerRequest()-50) > 1e-6 || math.Abs(c.ServerCPURatio-0.5) > 1e-9 {
+		t.Fatalf("summary: basalt server CPU %.2f µs/request, ratio %.3f", c.Basalt.ServerCPUPerRequest(), c.ServerCPURatio)
 	}
 	if err := c.write(dir); err != nil {
 		t.Fatal(err)
@@ -182,7 +199,7 @@ func TestMergeAndReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"<svg", "2.00x", "200.0", "basalt vs etcd 3.7.3: put"} {
+	for _, want := range []string{"<svg", "2.00x", "200.0", "basalt vs etcd 3.7.3: put", "server CPU µs/request", "0.50x"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("report.html lacks %q", want)
 		}
@@ -194,7 +211,7 @@ func TestMergeAndReports(t *testing.T) {
 	}
 	var table bytes.Buffer
 	PrintComparison(&table, c)
-	if !strings.Contains(table.String(), "2.00x") {
+	if !strings.Contains(table.String(), "2.00x") || !strings.Contains(strings.Join(strings.Fields(table.String()), " "), "server CPU µs/req 50.0 100.0 0.50x") {
 		t.Fatalf("table:\n%s", table.String())
 	}
 }

@@ -58,6 +58,9 @@ type Comparison struct {
 	// the latency ratios are Basalt's over etcd's (lower is better).
 	ThroughputRatio float64            `json:"throughput_ratio"`
 	LatencyRatio    map[string]float64 `json:"latency_ratio"`
+	// ServerCPURatio is Basalt's server CPU time per request over etcd's
+	// (lower is better), when both clusters ran locally.
+	ServerCPURatio float64 `json:"server_cpu_ratio,omitempty"`
 	Rounds          []Round            `json:"rounds"`
 	Dir             string             `json:"-"`
 }
@@ -81,6 +84,8 @@ func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
 		return nil, err
 	}
 	basaltEPs, etcdEPs := co.BasaltEndpoints, co.EtcdEndpoints
+	// The processes of local clusters, whose CPU time the results report.
+	var basaltPIDs, etcdPIDs []int
 	if len(basaltEPs) == 0 || len(etcdEPs) == 0 {
 		work, err := os.MkdirTemp("", "basalt-compare")
 		if err != nil {
@@ -92,6 +97,7 @@ func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
 			for _, p := range ps {
 				defer p.stop()
 				basaltEPs = append(basaltEPs, p.clientURL)
+				basaltPIDs = append(basaltPIDs, p.cmd.Process.Pid)
 			}
 			if err != nil {
 				return nil, err
@@ -107,6 +113,7 @@ func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
 			for _, s := range ss {
 				defer s.Stop()
 				etcdEPs = append(etcdEPs, s.ClientURL)
+				etcdPIDs = append(etcdPIDs, s.Pid())
 			}
 			if err != nil {
 				return nil, err
@@ -116,9 +123,9 @@ func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
 
 	cmp := &Comparison{Workload: co.Workload, Date: time.Now().UTC().Format(time.RFC3339),
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
-	run := func(target string, eps []string) (*Result, error) {
+	run := func(target string, eps []string, pids []int) (*Result, error) {
 		o := co.Options
-		o.Endpoints = eps
+		o.Endpoints, o.ServerPIDs = eps, pids
 		w, err := NewWorkload(co.Workload, co.Config)
 		if err != nil {
 			return nil, err
@@ -141,12 +148,12 @@ func Compare(ctx context.Context, co CompareOptions) (*Comparison, error) {
 		// Alternate who goes first, so neither always runs on a warmer
 		// machine.
 		if i%2 == 0 {
-			if round.Basalt, err = run("basalt", basaltEPs); err == nil {
-				round.Etcd, err = run("etcd", etcdEPs)
+			if round.Basalt, err = run("basalt", basaltEPs, basaltPIDs); err == nil {
+				round.Etcd, err = run("etcd", etcdEPs, etcdPIDs)
 			}
 		} else {
-			if round.Etcd, err = run("etcd", etcdEPs); err == nil {
-				round.Basalt, err = run("basalt", basaltEPs)
+			if round.Etcd, err = run("etcd", etcdEPs, etcdPIDs); err == nil {
+				round.Basalt, err = run("basalt", basaltEPs, basaltPIDs)
 			}
 		}
 		if err != nil {
@@ -186,6 +193,9 @@ func (c *Comparison) summarize() error {
 		"p50": ratio(b.P50, e.P50), "p90": ratio(b.P90, e.P90), "p99": ratio(b.P99, e.P99),
 		"p99.9": ratio(b.P999, e.P999), "max": ratio(b.Max, e.Max),
 	}
+	if c.Basalt.ServerCPU > 0 && c.Etcd.ServerCPU > 0 {
+		c.ServerCPURatio = ratio(c.Basalt.ServerCPUPerRequest(), c.Etcd.ServerCPUPerRequest())
+	}
 	return nil
 }
 
@@ -195,11 +205,12 @@ func sequential(rs []*Result) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var secs float64
+	var secs, serverCPU float64
 	for _, r := range rs {
 		secs += r.Seconds
+		serverCPU += r.ServerCPU
 	}
-	m.Seconds = secs
+	m.Seconds, m.ServerCPU = secs, serverCPU
 	m.Throughput = float64(m.Requests-m.Errors) / secs
 	if m.Histogram.Count() > 0 && rs[0].Extra["request"] != (Percentiles{}) {
 		// Event workloads count deliveries, not requests.
@@ -231,6 +242,15 @@ func PrintComparison(w io.Writer, c *Comparison) {
 		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.2fx\t\n", row.name, row.b, row.e, ratio(row.b, row.e))
 	}
 	fmt.Fprintf(tw, "errors\t%d\t%d\t\t\n", c.Basalt.Errors, c.Etcd.Errors)
+	for _, row := range []struct {
+		name string
+		b, e float64
+	}{{"server CPU µs/req", c.Basalt.ServerCPUPerRequest(), c.Etcd.ServerCPUPerRequest()},
+		{"client CPU µs/req", c.Basalt.ClientCPUPerRequest(), c.Etcd.ClientCPUPerRequest()}} {
+		if row.b > 0 && row.e > 0 {
+			fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.2fx\t\n", row.name, row.b, row.e, ratio(row.b, row.e))
+		}
+	}
 	tw.Flush()
 	if c.Dir != "" {
 		fmt.Fprintf(w, "report: %s\n", c.Dir)

@@ -81,6 +81,7 @@ var pageTemplate = template.Must(template.New("report").Parse(`<!doctype html>
 <tr><td>p99.9 ms</td><td>{{printf "%.3f" .C.Basalt.Latency.P999}}</td><td>{{printf "%.3f" .C.Etcd.Latency.P999}}</td><td>{{printf "%.2f" (index .C.LatencyRatio "p99.9")}}x</td></tr>
 <tr><td>max ms</td><td>{{printf "%.3f" .C.Basalt.Latency.Max}}</td><td>{{printf "%.3f" .C.Etcd.Latency.Max}}</td><td>{{printf "%.2f" (index .C.LatencyRatio "max")}}x</td></tr>
 <tr><td>errors</td><td>{{.C.Basalt.Errors}}</td><td>{{.C.Etcd.Errors}}</td><td></td></tr>
+{{if .C.ServerCPURatio}}<tr><td>server CPU µs/request</td><td>{{printf "%.1f" .C.Basalt.ServerCPUPerRequest}}</td><td>{{printf "%.1f" .C.Etcd.ServerCPUPerRequest}}</td><td>{{printf "%.2f" .C.ServerCPURatio}}x</td></tr>{{end}}
 </table>
 <p>{{.Throughput}}</p>
 <p>{{.Latency}}</p>

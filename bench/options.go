@@ -26,6 +26,9 @@ type Options struct {
 	Progress bool
 	// Seed makes key and value choices reproducible.
 	Seed uint64
+	// ServerPIDs are the local processes of the cluster under test; when
+	// set, the result reports their CPU time (Result.ServerCPU).
+	ServerPIDs []int
 }
 
 // Validate checks the options and fills in defaults.

@@ -28,6 +28,26 @@ type Result struct {
 	Latency      Percentiles            `json:"latency"`
 	Extra        map[string]Percentiles `json:"extra,omitempty"`
 	Histogram    *Histogram             `json:"histogram"`
+	// ServerCPU is the CPU time, in seconds, that the cluster's processes
+	// used during the measured part: known only for local processes
+	// (compare's), else 0. ClientCPU is the harness's own, 0 where /proc
+	// cannot tell.
+	ServerCPU float64 `json:"server_cpu_seconds,omitempty"`
+	ClientCPU float64 `json:"client_cpu_seconds,omitempty"`
+}
+
+// ServerCPUPerRequest and ClientCPUPerRequest are the CPU microseconds
+// per request (0 when not measured).
+func (r *Result) ServerCPUPerRequest() float64 { return perRequestMicros(r.ServerCPU, r.Requests) }
+
+// ClientCPUPerRequest: see ServerCPUPerRequest.
+func (r *Result) ClientCPUPerRequest() float64 { return perRequestMicros(r.ClientCPU, r.Requests) }
+
+func perRequestMicros(seconds float64, requests int64) float64 {
+	if requests == 0 {
+		return 0
+	}
+	return seconds * 1e6 / float64(requests)
 }
 
 // Merge combines results of the same workload measured at the same time
@@ -57,6 +77,9 @@ func Merge(results []*Result) (*Result, error) {
 		out.Requests += r.Requests
 		out.Errors += r.Errors
 		out.Throughput += r.Throughput
+		// The client machines watched one cluster at the same time.
+		out.ServerCPU = max(out.ServerCPU, r.ServerCPU)
+		out.ClientCPU += r.ClientCPU
 		out.Seconds = max(out.Seconds, r.Seconds)
 		for k, v := range r.ErrorSamples {
 			out.ErrorSamples[k] += v
@@ -100,6 +123,12 @@ func PrintResult(w io.Writer, r *Result) {
 	fmt.Fprintf(tw, "throughput\t%.1f/s\n", r.Throughput)
 	l := r.Latency
 	fmt.Fprintf(tw, "latency ms\tp50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f\n", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean)
+	if r.ServerCPU > 0 {
+		fmt.Fprintf(tw, "server CPU\t%.1f µs/request\n", r.ServerCPUPerRequest())
+	}
+	if r.ClientCPU > 0 {
+		fmt.Fprintf(tw, "client CPU\t%.1f µs/request\n", r.ClientCPUPerRequest())
+	}
 	for _, name := range sortedKeys(r.Extra) {
 		e := r.Extra[name]
 		fmt.Fprintf(tw, "%s latency ms\tp50 %.3f  p99 %.3f  max %.3f\n", name, e.P50, e.P99, e.Max)

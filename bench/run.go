@@ -108,10 +108,12 @@ func Run(ctx context.Context, o Options, w Workload) (*Result, error) {
 	if o.Progress {
 		progress = os.Stderr
 	}
+	cpu := startCPUMeter(o.ServerPIDs)
 	res, err := measure(ctx, o, w, clis, progress)
 	if err != nil {
 		return nil, err
 	}
+	cpu.stop(res)
 	if hasBackground {
 		h, err := stop()
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -82,13 +83,13 @@ func TestBenchCommandBadInput(t *testing.T) {
 func TestBenchCompare(t *testing.T) {
 	dir := t.TempDir()
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"bench", "compare", "put", "--clients", "4", "--total", "100",
+	err := run(context.Background(), []string{"bench", "compare", "put", "--clients", "4", "--total", "2000",
 		"--warmup", "0s", "--rounds", "2", "--results-dir", dir}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
 	out := stdout.String()
-	for _, want := range []string{"basalt/etcd", "throughput/s", "p99.9 ms", "report: " + dir} {
+	for _, want := range []string{"basalt/etcd", "throughput/s", "p99.9 ms", "server CPU µs/req", "client CPU µs/req", "report: " + dir} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("compare output lacks %q:\n%s", want, out)
 		}
@@ -103,8 +104,19 @@ func TestBenchCompare(t *testing.T) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Rounds) != 2 || c.Basalt.Requests != 200 || c.Etcd.Requests != 200 || c.ThroughputRatio <= 0 {
+	if len(c.Rounds) != 2 || c.Basalt.Requests != 4000 || c.Etcd.Requests != 4000 || c.ThroughputRatio <= 0 {
 		t.Fatalf("comparison: %d rounds, basalt %d etcd %d requests, ratio %.2f", len(c.Rounds), c.Basalt.Requests, c.Etcd.Requests, c.ThroughputRatio)
+	}
+	// Both servers ran here: their CPU time is reported, and no process
+	// used more CPU than the machine has.
+	for _, r := range []*bench.Result{c.Basalt, c.Etcd} {
+		limit := r.Seconds * float64(runtime.NumCPU())
+		if r.ServerCPU <= 0 || r.ServerCPU > limit || r.ClientCPU <= 0 || r.ClientCPU > limit {
+			t.Fatalf("%s: server %.3f s, client %.3f s of CPU in %.2f s on %d CPUs", r.Target, r.ServerCPU, r.ClientCPU, r.Seconds, runtime.NumCPU())
+		}
+	}
+	if c.ServerCPURatio <= 0 {
+		t.Fatalf("no server CPU ratio: %+v", c)
 	}
 }
 
@@ -128,5 +140,12 @@ func TestBenchCompareClusters(t *testing.T) {
 	}
 	if c.Basalt.Requests != 300 || c.Etcd.Requests != 300 || c.Basalt.Errors != 0 || c.Etcd.Errors != 0 {
 		t.Fatalf("three-member comparison: basalt %d requests (%d errors), etcd %d (%d)", c.Basalt.Requests, c.Basalt.Errors, c.Etcd.Requests, c.Etcd.Errors)
+	}
+	// Every member's CPU counts, and together they cannot use more than
+	// the machine has.
+	for _, r := range []*bench.Result{c.Basalt, c.Etcd} {
+		if limit := r.Seconds * float64(runtime.NumCPU()); r.ServerCPU < 0 || r.ServerCPU > limit {
+			t.Fatalf("%s: three members used %.3f s of CPU in %.2f s on %d CPUs", r.Target, r.ServerCPU, r.Seconds, runtime.NumCPU())
+		}
 	}
 }

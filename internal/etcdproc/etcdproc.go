@@ -140,6 +140,9 @@ func WaitHealthy(ctx context.Context, url string, exited <-chan struct{}) error 
 	}
 }
 
+// Pid returns the process id of the etcd process.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Stop kills etcd and waits for it to exit.
 func (s *Server) Stop() {
 	select {
