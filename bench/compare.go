@@ -61,8 +61,8 @@ type Comparison struct {
 	// ServerCPURatio is Basalt's server CPU time per request over etcd's
 	// (lower is better), when both clusters ran locally.
 	ServerCPURatio float64 `json:"server_cpu_ratio,omitempty"`
-	Rounds          []Round            `json:"rounds"`
-	Dir             string             `json:"-"`
+	Rounds         []Round `json:"rounds"`
+	Dir            string  `json:"-"`
 }
 
 // Round is one alternation.
