@@ -26,6 +26,9 @@ func (w *Writer) Compact(rev int64) error {
 	w.sh.compact.Store(rev)
 	w.compact = rev
 	w.setMeta(metaCompact, binary.BigEndian.AppendUint64(nil, uint64(rev)))
+	if err := w.flushChanges(); err != nil {
+		return err
+	}
 
 	lower := appendChangeKey(nil, Revision{Main: max(prev, 0)})
 	upper := appendChangeKey(nil, Revision{Main: rev + 1})

@@ -23,9 +23,11 @@ const (
 const sentinel = 0x00
 
 // versionLen is the size of an encoded (main, sub) revision; a versioned key
-// ends with the version and one byte holding versionedSuffixLen.
+// ends with the version and one byte holding versionedSuffixLen. A change
+// log key is the keyspace byte, the version and the sentinel.
 const (
 	versionLen         = 16
+	changeKeyLen       = 2 + versionLen
 	versionedSuffixLen = versionLen + 1
 )
 
@@ -99,7 +101,7 @@ func appendChangeKey(dst []byte, rev Revision) []byte {
 }
 
 func decodeChangeKey(k []byte) (Revision, bool) {
-	if len(k) != 2+versionLen || k[0] != keyspaceChange {
+	if len(k) != changeKeyLen || k[0] != keyspaceChange {
 		return Revision{}, false
 	}
 	return Revision{

@@ -412,6 +412,46 @@ func TestCompaction(t *testing.T) {
 	}
 }
 
+// TestCompactionInTheWritesBatch checks a compaction applied in the same
+// batch as the writes it compacts, as when one apply hands several Raft
+// entries to one Writer: the batch's own change log must be compacted too.
+func TestCompactionInTheWritesBatch(t *testing.T) {
+	s := newTestShard(t)
+	w := s.sh.NewWriter()
+	for i, op := range []*pb.RequestOp{putOp("a", "1"), putOp("a", "2"), putOp("b", "1")} {
+		if _, _, err := w.ApplyTxn(context.Background(), int64(i+2), txnOf(op), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Compact(3); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+
+	var left []string
+	it, _ := s.store.db.NewIter(&pebble.IterOptions{LowerBound: []byte{keyspaceChange}, UpperBound: []byte{keyspaceData + 1}})
+	for ok := it.First(); ok; ok = it.Next() {
+		if k, r, ok := decodeDataKey(it.Key()); ok {
+			left = append(left, fmt.Sprintf("%s@%d", k, r.Main))
+		} else if r, ok := decodeChangeKey(it.Key()); ok {
+			left = append(left, fmt.Sprintf("change@%d", r.Main))
+		}
+	}
+	it.Close()
+	if fmt.Sprint(left) != "[change@3 change@4 a@3 b@4]" {
+		t.Fatalf("keys left after Compact(3) in the writes' batch: %v", left)
+	}
+	evs, _, err := s.sh.Changes(context.Background(), 3, 4, 100)
+	if got := describeEvents(evs); err != nil || got != "PUT a=2@3 c2 v2; PUT b=1@4 c4 v1" {
+		t.Fatalf("changes after Compact(3): %s %v", got, err)
+	}
+	if _, _, err := s.sh.Changes(context.Background(), 2, 4, 100); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("changes below the compacted revision: %v", err)
+	}
+}
+
 // TestHashKVDependsOnHistory checks that equal histories hash equally and
 // that a different value or an extra revision changes the hash.
 func TestHashKVDependsOnHistory(t *testing.T) {

@@ -32,6 +32,41 @@ type Writer struct {
 	// lock, when lockSet, is the shard's lock once the batch commits.
 	lock    []byte
 	lockSet bool
+	// changes are the batch's change log entries, set into the batch
+	// together at Commit (or before the batch's change log is read). Their
+	// revisions only grow, so each lands next to the one before it in
+	// Pebble's memtable, a short step from where the last insert left off.
+	// Set between the data keys, each was a search from the top of the
+	// skiplist, whose misses in the CPU cache cost as much as the data
+	// key's own.
+	changes changeLog
+}
+
+// changeLog holds change log entries: fixed width keys, values end to end.
+type changeLog struct {
+	keys []byte
+	vals []byte
+	ends []int // end of each value in vals
+}
+
+func (c *changeLog) add(rev Revision, event byte, userKey []byte) {
+	c.keys = appendChangeKey(c.keys, rev)
+	c.vals = appendChange(c.vals, event, userKey)
+	c.ends = append(c.ends, len(c.vals))
+}
+
+// flushChanges sets the pending change log entries into the batch.
+func (w *Writer) flushChanges() error {
+	c := &w.changes
+	start := 0
+	for i, end := range c.ends {
+		if err := w.b.Set(c.keys[i*changeKeyLen:(i+1)*changeKeyLen], c.vals[start:end], nil); err != nil {
+			return err
+		}
+		start = end
+	}
+	c.keys, c.vals, c.ends = c.keys[:0], c.vals[:0], c.ends[:0]
+	return nil
 }
 
 // CaptureEvents makes the writer keep the events of its changes (for watch).
@@ -58,6 +93,9 @@ func (w *Writer) Rev() int64 { return w.rev }
 // the commits).
 func (w *Writer) Commit(appliedIndex uint64) error {
 	defer w.b.Close()
+	if err := w.flushChanges(); err != nil {
+		return err
+	}
 	w.setMeta(metaApplied, binary.BigEndian.AppendUint64(nil, appliedIndex))
 	w.setMeta(metaRev, binary.BigEndian.AppendUint64(nil, uint64(w.rev)))
 	if err := w.b.Commit(pebble.NoSync); err != nil {
@@ -195,11 +233,7 @@ func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
 	if err := b.Set(tw.w.buf, tw.w.vbuf, nil); err != nil {
 		return 0, err
 	}
-	tw.w.buf = appendChangeKey(tw.w.buf[:0], sub)
-	tw.w.vbuf = appendChange(tw.w.vbuf[:0], EventPut, key)
-	if err := b.Set(tw.w.buf, tw.w.vbuf, nil); err != nil {
-		return 0, err
-	}
+	tw.w.changes.add(sub, EventPut, key)
 	if err := tw.moveLease(key, found, prev.lease, lease); err != nil {
 		return 0, err
 	}
@@ -259,11 +293,7 @@ func (tw *TxnWrite) delete(key []byte, lease int64) error {
 	if err := b.Set(tw.w.buf, appendValue(nil, version{tombstone: true}), nil); err != nil {
 		return err
 	}
-	tw.w.buf = appendChangeKey(tw.w.buf[:0], sub)
-	tw.w.vbuf = appendChange(tw.w.vbuf[:0], EventDelete, key)
-	if err := b.Set(tw.w.buf, tw.w.vbuf, nil); err != nil {
-		return err
-	}
+	tw.w.changes.add(sub, EventDelete, key)
 	if lease != 0 {
 		if err := b.Delete(appendLeaseKey(nil, lease, key), nil); err != nil {
 			return err
