@@ -32,13 +32,12 @@ type Writer struct {
 	// lock, when lockSet, is the shard's lock once the batch commits.
 	lock    []byte
 	lockSet bool
-	// changes are the batch's change log entries, set into the batch
-	// together at Commit (or before the batch's change log is read). Their
-	// revisions only grow, so each lands next to the one before it in
-	// Pebble's memtable, a short step from where the last insert left off.
-	// Set between the data keys, each was a search from the top of the
-	// skiplist, whose misses in the CPU cache cost as much as the data
-	// key's own.
+	// changes are the batch's change log entries. Commit sets them into
+	// the batch together (Compact does first, as it reads them): their
+	// revisions only grow, so in Pebble's memtable each insert starts
+	// where the one before ended. Set between the data keys, each was a
+	// skiplist search from the top, with as many cache misses as a data
+	// key's.
 	changes changeLog
 }
 
