@@ -49,6 +49,11 @@ type changeLog struct {
 }
 
 func (c *changeLog) add(rev Revision, event byte, userKey []byte) {
+	if c.ends == nil {
+		// Room for a typical batch at once, rather than growing by doubling.
+		const n = 16
+		c.keys, c.vals, c.ends = make([]byte, 0, n*changeKeyLen), make([]byte, 0, n*32), make([]int, 0, n)
+	}
 	c.keys = appendChangeKey(c.keys, rev)
 	c.vals = appendChange(c.vals, event, userKey)
 	c.ends = append(c.ends, len(c.vals))
