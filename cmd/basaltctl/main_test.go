@@ -142,10 +142,10 @@ func TestBenchCompareClusters(t *testing.T) {
 	if c.Basalt.Requests != 300 || c.Etcd.Requests != 300 || c.Basalt.Errors != 0 || c.Etcd.Errors != 0 {
 		t.Fatalf("three-member comparison: basalt %d requests (%d errors), etcd %d (%d)", c.Basalt.Requests, c.Basalt.Errors, c.Etcd.Requests, c.Etcd.Errors)
 	}
-	// Every member's CPU counts, and together they cannot use more than
-	// the machine has (give or take a 10 ms tick of /proc per member).
+	// Every member's CPU counts, it was measured, and together they cannot
+	// use more than the machine has (give or take a 10 ms tick of /proc per member).
 	for _, r := range []*bench.Result{c.Basalt, c.Etcd} {
-		if limit := r.Seconds*float64(runtime.NumCPU()) + 0.05; r.ServerCPU > limit {
+		if limit := r.Seconds*float64(runtime.NumCPU()) + 0.05; r.ServerCPU <= 0 || r.ServerCPU > limit {
 			t.Fatalf("%s: three members used %.3f s of CPU in %.2f s on %d CPUs", r.Target, r.ServerCPU, r.Seconds, runtime.NumCPU())
 		}
 	}
