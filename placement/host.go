@@ -259,9 +259,9 @@ func Start(cfg Config) (*Host, error) {
 // writes until the flush ended: every 5 s at 18,000 puts/s. The writes were
 // retried, and the longest put took 60-250 ms (43-76 ms with three). With
 // three, only a flush that falls a whole memtable behind stops proposals.
-// Each more costs disk: Pebble keeps write-ahead logs for reuse, and under
-// a steady write load the directory holds five logs of 32 MiB (about 180
-// MiB in all, where it held 30 with 4 MiB memtables).
+// Each memtable more costs disk: Pebble keeps write-ahead logs for reuse,
+// and under a steady write load the directory holds five logs of 32 MiB
+// (about 180 MiB in all, where it held 30 with 4 MiB memtables).
 func logDBConfig() config.LogDBConfig {
 	c := config.GetTinyMemLogDBConfig()
 	c.Shards = 1
