@@ -90,6 +90,15 @@ func run(args []string) error {
 		return err
 	}
 	defer lg.Sync() //nolint:errcheck // stderr
+	lg.Info("starting a basalt node",
+		zap.String("basalt-version", version.Basalt),
+		zap.String("go-version", runtime.Version()),
+		zap.String("go-os", runtime.GOOS),
+		zap.String("go-arch", runtime.GOARCH),
+		zap.Int("max-cpu-set", runtime.GOMAXPROCS(0)),
+		zap.Int("max-cpu-available", runtime.NumCPU()),
+		zap.String("name", *name),
+	)
 
 	cfg := node.Config{
 		Name:                *name,

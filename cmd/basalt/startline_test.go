@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"runtime"
+	"strconv"
+	"testing"
+
+	"github.com/basaltdb/basalt/internal/version"
+)
+
+// TestStartLine: like etcd, a node's first log line names its version,
+// Go's, and the CPUs it runs with (max-cpu-set is GOMAXPROCS, which the
+// environment sets as for any Go program; max-cpu-available the machine's).
+func TestStartLine(t *testing.T) {
+	for _, procs := range []int{1, 3} {
+		t.Setenv("GOMAXPROCS", strconv.Itoa(procs))
+		p := startProcess(t, t.TempDir(), freeAddr(t), freeAddr(t), "--log-level", "info")
+		p.kill() // the log is read once the process is gone
+		line := startLine(t, p.log.Bytes())
+		if line.MaxCPUSet != procs || line.MaxCPUAvailable != runtime.NumCPU() {
+			t.Errorf("GOMAXPROCS=%d: max-cpu-set %d, max-cpu-available %d; want %d and %d",
+				procs, line.MaxCPUSet, line.MaxCPUAvailable, procs, runtime.NumCPU())
+		}
+		if line.Version != version.Basalt || line.GoVersion != runtime.Version() {
+			t.Errorf("versions %q and %q, want %q and %q", line.Version, line.GoVersion, version.Basalt, runtime.Version())
+		}
+	}
+}
+
+type startInfo struct {
+	Version         string `json:"basalt-version"`
+	GoVersion       string `json:"go-version"`
+	MaxCPUSet       int    `json:"max-cpu-set"`
+	MaxCPUAvailable int    `json:"max-cpu-available"`
+}
+
+// startLine finds the node's start line in its log.
+func startLine(t *testing.T, log []byte) startInfo {
+	t.Helper()
+	sc := bufio.NewScanner(bytes.NewReader(log))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var l struct {
+			Msg string `json:"msg"`
+			startInfo
+		}
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "starting a basalt node" {
+			return l.startInfo
+		}
+	}
+	t.Fatalf("no start line in the log:\n%s", log)
+	return startInfo{}
+}
