@@ -90,6 +90,10 @@ func run(args []string) error {
 		return err
 	}
 	defer lg.Sync() //nolint:errcheck // stderr
+	// Signals are caught from here on: once the start line is out, SIGINT
+	// and SIGTERM stop the node cleanly, even while it starts.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	lg.Info("starting a basalt node",
 		zap.String("basalt-version", version.Basalt),
 		zap.String("go-version", runtime.Version()),
@@ -130,11 +134,15 @@ func run(args []string) error {
 		// five, on average.
 		runtime.SetMutexProfileFraction(mutexProfileFraction)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	n, err := node.Start(startCtx, cfg)
 	cancel()
+	if err != nil && ctx.Err() != nil {
+		// Stopped while starting (Start has closed what it opened), as
+		// when a member waits for the others of a new cluster.
+		lg.Info("shutting-down", zap.String("signal", "received"), zap.String("while", "starting"))
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/basaltdb/basalt/internal/version"
 )
@@ -53,4 +56,29 @@ func startLine(t *testing.T, log []byte) startInfo {
 	}
 	t.Fatalf("no start line in the log:\n%s", log)
 	return startInfo{}
+}
+
+// TestSignalWhileStarting: SIGTERM stops a node that is still starting (a
+// member of a new cluster waiting for the others) cleanly, with exit code
+// 0, as it stops a running one.
+func TestSignalWhileStarting(t *testing.T) {
+	peer := freeAddr(t)
+	initial := fmt.Sprintf("e2e=http://%s,m2=http://%s,m3=http://%s", peer, freeAddr(t), freeAddr(t))
+	p := launchProcess(t, t.TempDir(), freeAddr(t), peer, "--log-level", "info", "--initial-cluster", initial)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.log.String(), "starting a basalt node") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no start line:\n%s", p.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-p.done:
+		t.Fatalf("exited before the signal, without the other members:\n%s", p.log)
+	case <-time.After(time.Second):
+	}
+	p.stop() // fails unless the exit code is 0
+	if log := p.log.String(); !strings.Contains(log, `"while":"starting"`) {
+		t.Fatalf("no shutdown while starting in the log:\n%s", log)
+	}
 }
