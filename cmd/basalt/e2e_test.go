@@ -48,30 +48,9 @@ type process struct {
 	dataDir   string
 	clientURL string
 	peerURL   string
-	log       *syncBuffer
+	log       *lockedBuffer
 	done      chan struct{}
 }
-
-// syncBuffer holds a process's output: exec's goroutine writes it while
-// the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Bytes() []byte { return []byte(s.String()) }
 
 func startProcess(t *testing.T, dataDir, clientAddr, peerAddr string, flags ...string) *process {
 	t.Helper()
@@ -84,7 +63,7 @@ func startProcess(t *testing.T, dataDir, clientAddr, peerAddr string, flags ...s
 // members of a new cluster must start together).
 func launchProcess(t *testing.T, dataDir, clientAddr, peerAddr string, flags ...string) *process {
 	t.Helper()
-	p := &process{t: t, dataDir: dataDir, clientURL: "http://" + clientAddr, peerURL: "http://" + peerAddr, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{t: t, dataDir: dataDir, clientURL: "http://" + clientAddr, peerURL: "http://" + peerAddr, log: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, append([]string{
 		"--name", "e2e",
 		"--data-dir", dataDir,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -22,7 +21,7 @@ func TestStartLine(t *testing.T) {
 		t.Setenv("GOMAXPROCS", strconv.Itoa(procs))
 		p := startProcess(t, t.TempDir(), freeAddr(t), freeAddr(t), "--log-level", "info")
 		p.kill() // the log is read once the process is gone
-		line := startLine(t, p.log.Bytes())
+		line := startLine(t, p.log.String())
 		if line.MaxCPUSet != procs || line.MaxCPUAvailable != runtime.NumCPU() {
 			t.Errorf("GOMAXPROCS=%d: max-cpu-set %d, max-cpu-available %d; want %d and %d",
 				procs, line.MaxCPUSet, line.MaxCPUAvailable, procs, runtime.NumCPU())
@@ -41,9 +40,9 @@ type startInfo struct {
 }
 
 // startLine finds the node's start line in its log.
-func startLine(t *testing.T, log []byte) startInfo {
+func startLine(t *testing.T, log string) startInfo {
 	t.Helper()
-	sc := bufio.NewScanner(bytes.NewReader(log))
+	sc := bufio.NewScanner(strings.NewReader(log))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var l struct {
