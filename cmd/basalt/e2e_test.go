@@ -98,6 +98,24 @@ func (p *process) waitHealthy() {
 	}
 }
 
+// waitLog waits until the process has logged want.
+func (p *process) waitLog(want string) {
+	p.t.Helper()
+	deadline := time.After(e2eWait)
+	for !strings.Contains(p.log.String(), want) {
+		select {
+		case <-p.done:
+			if strings.Contains(p.log.String(), want) {
+				return
+			}
+			p.t.Fatalf("basalt exited without logging %q:\n%s", want, p.log)
+		case <-deadline:
+			p.t.Fatalf("basalt did not log %q within %v:\n%s", want, e2eWait, p.log)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // kill sends SIGKILL and waits.
 func (p *process) kill() {
 	select {

@@ -64,13 +64,7 @@ func TestSignalWhileStarting(t *testing.T) {
 	peer := freeAddr(t)
 	initial := fmt.Sprintf("e2e=http://%s,m2=http://%s,m3=http://%s", peer, freeAddr(t), freeAddr(t))
 	p := launchProcess(t, t.TempDir(), freeAddr(t), peer, "--log-level", "info", "--initial-cluster", initial)
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.log.String(), "starting a basalt node") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no start line:\n%s", p.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.waitLog("starting a basalt node")
 	select {
 	case <-p.done:
 		t.Fatalf("exited before the signal, without the other members:\n%s", p.log)
