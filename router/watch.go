@@ -184,7 +184,10 @@ func (sws *serverWatchStream) create(creq *pb.WatchCreateRequest) bool {
 	cancel()
 	wr := &pb.WatchResponse{WatchId: id, Created: true}
 	if err != nil {
-		wr.WatchId, wr.Canceled, wr.CancelReason = watchfanout.InvalidWatchID, true, err.Error()
+		// The reason is etcd's message for the error: clientv3 hands it
+		// to the application as the stream's error.
+		reason := rpctypes.ErrorDesc(toGRPCError(sws.grpc.Context(), err))
+		wr.WatchId, wr.Canceled, wr.CancelReason = watchfanout.InvalidWatchID, true, reason
 		rev = sws.currentRev()
 	} else {
 		sws.mu.Lock()

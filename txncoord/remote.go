@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/lni/dragonboat/v4"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -89,12 +90,16 @@ func FromRemote(err error) error {
 	return err
 }
 
-// ToRemote turns a local error into the Internal service's answer.
+// ToRemote turns a local error into the Internal service's answer. A
+// replica that does not lead, or cannot serve yet (restarting, electing, or
+// dropping the request), answers ErrRemoteNotReady: the caller retries, as
+// it would with the same error from a local replica.
 func ToRemote(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, shard.ErrNotLeader) || errors.Is(err, ErrTSONotReady) || errors.Is(err, ErrLessorNotReady) {
+	if errors.Is(err, shard.ErrNotLeader) || errors.Is(err, ErrTSONotReady) || errors.Is(err, ErrLessorNotReady) ||
+		errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrShardNotFound) {
 		return ErrRemoteNotReady
 	}
 	return status.Error(codes.Unknown, err.Error())

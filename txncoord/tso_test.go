@@ -23,6 +23,8 @@ type memMeta struct {
 	state    *basaltpb.MetaState
 	reads    int
 	failNext error
+	// confirmErr is what ConfirmLeader answers (nil: leadership confirmed).
+	confirmErr error
 }
 
 func (m *memMeta) ReadState(context.Context) (*basaltpb.MetaState, error) {
@@ -39,7 +41,7 @@ func (m *memMeta) ConfirmLeader(context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.reads++
-	return nil
+	return m.confirmErr
 }
 
 func (m *memMeta) Sync(ctx context.Context) error { return m.ConfirmLeader(ctx) }
