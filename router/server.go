@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/soheilhy/cmux"
@@ -154,6 +155,8 @@ type Server struct {
 	grpc   *grpc.Server
 	lg     *zap.Logger
 
+	inFlight atomic.Int64 // unary requests being served
+
 	mu      sync.Mutex
 	muxes   []cmux.CMux
 	https   []*http.Server
@@ -190,7 +193,7 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
-		grpc.UnaryInterceptor(s.relayUnary),
+		grpc.UnaryInterceptor(s.unary),
 		grpc.StreamInterceptor(s.relayStream),
 	)
 	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
@@ -206,6 +209,18 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 	healthpb.RegisterHealthServer(s.grpc, hs)
 	return s, nil
 }
+
+// unary is the unary interceptor: it counts the request in flight and
+// relays it when this node is a gateway.
+func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	return s.relayUnary(ctx, req, info, handler)
+}
+
+// InFlight returns the number of unary requests (KV, Lease, Cluster,
+// Maintenance and the Internal calls of other members) being served now.
+func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
 // Serve serves gRPC and HTTP on l until Stop. It returns at once; serving
 // goroutines are owned by the server.

@@ -146,7 +146,15 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	tuned := make(chan struct{})
+	go func() {
+		defer close(tuned)
+		if os.Getenv("GOMAXPROCS") == "" {
+			tuneProcs(ctx, n.InFlight, lg)
+		}
+	}()
 	<-ctx.Done()
+	<-tuned
 	lg.Info("shutting-down", zap.String("signal", "received"))
 	n.Stop()
 	lg.Info("stopped")

@@ -657,6 +657,10 @@ func fnv64(s string) uint64 {
 	return h.Sum64()
 }
 
+// InFlight returns the number of client and member requests the node is
+// serving now.
+func (n *Node) InFlight() int64 { return n.server.InFlight() }
+
 // MemberID returns the node's member id.
 func (n *Node) MemberID() uint64 { return n.host.ReplicaID() }
 
