@@ -2,12 +2,14 @@ package testcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -296,6 +298,25 @@ func leaderless(c *Cluster) (int, []int) {
 	return idle, others
 }
 
+// putRetry puts key until a put is acknowledged. With one of three members
+// down, a stall of either of the two others (a busy test machine) can cost
+// the leader its quorum for an election timeout; a put pending then fails
+// with "leader changed", its outcome unknown, and is sent again, as a
+// client does with a write it may repeat.
+func putRetry(ctx context.Context, t *testing.T, cl *clientv3.Client, key, val string) {
+	t.Helper()
+	for {
+		_, err := cl.Put(ctx, key, val)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, rpctypes.ErrLeaderChanged) {
+			t.Fatal(err)
+		}
+		t.Logf("put %s: %v; sending it again", key, err)
+	}
+}
+
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -318,9 +339,7 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 	c.Stop(2)
 	cl := c.Client(t, 0, 1)
 	for i := range 1000 {
-		if _, err := cl.Put(ctx, fmt.Sprintf("k%04d", i), fmt.Sprint(i)); err != nil {
-			t.Fatal(err)
-		}
+		putRetry(ctx, t, cl, fmt.Sprintf("k%04d", i), fmt.Sprint(i))
 	}
 	if _, err := cl.Delete(ctx, "k0000"); err != nil {
 		t.Fatal(err)
