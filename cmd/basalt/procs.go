@@ -19,7 +19,8 @@ import (
 // more than one request is in flight.
 //
 // Measured on two cores (docs/ARCHITECTURE.md, runtime settings): one
-// spare P gave half the gain of two, four and six no more than two.
+// spare P gave about half the gain of two; four or six spare gave no more
+// than two.
 const extraProcs = 2
 
 const (
