@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/basaltdb/basalt/internal/difftest"
 	"github.com/basaltdb/basalt/internal/testnode"
@@ -250,6 +254,38 @@ func TestRunAgainstNode(t *testing.T) {
 	}
 	if res.Seconds < 0.3 {
 		t.Fatalf("40 requests at 100/s took %.2fs", res.Seconds)
+	}
+}
+
+// TestConnectSpreadsConnectionsOverEndpoints checks that each connection
+// talks to one endpoint, the endpoints taken in turn, as etcd's benchmark
+// tool does: a put through connection i lands on server i mod 2 only.
+func TestConnectSpreadsConnectionsOverEndpoints(t *testing.T) {
+	a, b := testnode.Start(t), testnode.Start(t)
+	clis, err := Connect(Options{Endpoints: []string{a.ClientURL, b.ClientURL}, Conns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(clis)
+	ctx := context.Background()
+	for i, c := range clis {
+		if _, err := c.Put(ctx, fmt.Sprintf("conn-%d", i), "v"); err != nil {
+			t.Fatalf("put through connection %d: %v", i, err)
+		}
+	}
+	for i, n := range []*testnode.Node{a, b} {
+		resp, err := n.Client(t).Get(ctx, "conn-", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, kv := range resp.Kvs {
+			got = append(got, string(kv.Key))
+		}
+		want := []string{fmt.Sprintf("conn-%d", i), fmt.Sprintf("conn-%d", i+2)}
+		if !slices.Equal(got, want) {
+			t.Errorf("server %d holds %v, want %v", i, got, want)
+		}
 	}
 }
 
