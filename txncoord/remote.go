@@ -50,7 +50,8 @@ func (r *RoutedTSO) Allocate(ctx context.Context, n int) (int64, error) {
 	case err != nil:
 		return 0, err
 	case c == nil:
-		return r.local.Allocate(ctx, n)
+		first, err := r.local.Allocate(ctx, n)
+		return first, fromLocal(err)
 	}
 	resp, err := c.Allocate(ctx, &basaltpb.AllocateRequest{Count: int64(n)})
 	if err != nil {
@@ -66,7 +67,8 @@ func (r *RoutedTSO) Current(ctx context.Context) (int64, error) {
 	case err != nil:
 		return 0, err
 	case c == nil:
-		return r.local.Current(ctx)
+		rev, err := r.local.Current(ctx)
+		return rev, fromLocal(err)
 	}
 	resp, err := c.Current(ctx, &basaltpb.CurrentRequest{})
 	if err != nil {
@@ -86,6 +88,19 @@ var ErrRemoteNotReady = status.Error(codes.Unavailable, "basalt: not the leader"
 func FromRemote(err error) error {
 	if status.Code(err) == codes.Unavailable {
 		return &shard.NotLeaderError{}
+	}
+	return err
+}
+
+// fromLocal turns the local TSO's "not the leader" into one that names no
+// leader, as FromRemote does. The error names the meta group's leader, and
+// a caller must not take it for the leader of what it asked for: a write
+// whose batch could not get its revisions would be sent to the meta leader
+// as if it led the data shard, and Retry would end a watch's creation at
+// once ("etcdserver: no leader") instead of asking the new meta leader.
+func fromLocal(err error) error {
+	if shard.LeaderElsewhere(err) != 0 {
+		return &shard.NotLeaderError{ShardID: shard.MetaShardID}
 	}
 	return err
 }

@@ -49,3 +49,59 @@ func TestRemoteNotReadyIsRetried(t *testing.T) {
 		t.Errorf("%q from another member is retried", ErrLeaseTTLTooLarge)
 	}
 }
+
+// TestLocalNotLeaderIsRetried checks the local TSO's answer when this
+// member has just lost the meta group's leadership: "not the leader, the
+// leader is X" names the meta leader, which must not end a caller's retries
+// (a watch being created got "etcdserver: no leader" at once) nor pass for
+// the leader of a data shard (a write would be forwarded there).
+func TestLocalNotLeaderIsRetried(t *testing.T) {
+	ctx := context.Background()
+	meta := &memMeta{}
+	tso := NewTSO(meta, 10)
+	if err := tso.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer tso.Stop()
+	const self = 1
+	r := NewRoutedTSO(tso, self, func() uint64 { return self }, nil)
+	moved := &shard.NotLeaderError{ShardID: shard.MetaShardID, Leader: 2}
+
+	meta.mu.Lock()
+	meta.confirmErr = moved
+	meta.mu.Unlock()
+	_, err := r.Current(ctx)
+	if !IsRetryable(err) || shard.LeaderElsewhere(err) != 0 {
+		t.Fatalf("Current after the meta leadership moved: %v (retryable %v, names leader %x)", err, IsRetryable(err), shard.LeaderElsewhere(err))
+	}
+	// Retry asks again, and gets the revision once leadership is back.
+	attempts := 0
+	err = Retry(ctx, func() error {
+		attempts++
+		if attempts == 2 {
+			meta.mu.Lock()
+			meta.confirmErr = nil
+			meta.mu.Unlock()
+		}
+		_, err := r.Current(ctx)
+		return err
+	})
+	if err != nil || attempts < 2 {
+		t.Fatalf("Retry of Current: %v after %d attempts", err, attempts)
+	}
+
+	// Allocating past the window persists a new ceiling through the meta
+	// group; a leadership lost there is retried too.
+	meta.mu.Lock()
+	meta.failNext = moved
+	meta.mu.Unlock()
+	var allocErr error
+	for range 20 {
+		if _, allocErr = r.Allocate(ctx, 1); allocErr != nil {
+			break
+		}
+	}
+	if !IsRetryable(allocErr) || shard.LeaderElsewhere(allocErr) != 0 {
+		t.Fatalf("Allocate after the meta leadership moved: %v", allocErr)
+	}
+}
