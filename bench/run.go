@@ -53,8 +53,8 @@ type Background interface {
 // etcd's benchmark tool does: a connection's requests all go to one member,
 // and the load spreads over the members by connection. (One client given
 // all endpoints would send each request to the next member instead, so
-// every connection would carry a third of its requests to each member, in
-// smaller writes.)
+// every connection would carry an equal share of its requests to each
+// member, in smaller writes.)
 func Connect(o Options) ([]*clientv3.Client, error) {
 	clis := make([]*clientv3.Client, o.Conns)
 	for i := range clis {
