@@ -177,20 +177,27 @@ func TestMergeAndReports(t *testing.T) {
 	}
 
 	// Comparison: two sequential rounds per target; ratios; report files.
-	etcdRound := func() *Result {
-		r := mk("etcd", 1000, 2*time.Millisecond, 10)
+	// The machine is faster in the second round: Basalt gains more.
+	etcdRound := func(reqs int64) *Result {
+		r := mk("etcd", reqs, 2*time.Millisecond, 10)
 		r.ServerCPU *= 2 // 100 µs per request
 		return r
 	}
 	c := &Comparison{Workload: "put", Rounds: []Round{
-		{Basalt: mk("basalt", 2000, time.Millisecond, 10), Etcd: etcdRound()},
-		{Basalt: mk("basalt", 2000, time.Millisecond, 10), Etcd: etcdRound()},
+		{Basalt: mk("basalt", 1500, time.Millisecond, 10), Etcd: etcdRound(900)},
+		{Basalt: mk("basalt", 2500, time.Millisecond, 10), Etcd: etcdRound(1100)},
 	}}
 	if err := c.summarize(); err != nil {
 		t.Fatal(err)
 	}
 	if c.Basalt.Throughput != 200 || c.ThroughputRatio != 2 || math.Abs(c.LatencyRatio["p50"]-0.5) > 0.01 {
 		t.Fatalf("summary: throughput %.1f ratio %.2f p50 ratio %.2f", c.Basalt.Throughput, c.ThroughputRatio, c.LatencyRatio["p50"])
+	}
+	if len(c.RoundRatios) != 2 || math.Abs(c.RoundRatios[0]-1500.0/900) > 1e-9 || math.Abs(c.RoundRatios[1]-2500.0/1100) > 1e-9 {
+		t.Fatalf("round ratios %v, want 1.67 and 2.27", c.RoundRatios)
+	}
+	if got := formatRatios([]float64{1.5, 1.2, 1.4}); got != "1.50x 1.20x 1.40x (median 1.40x, 1.20x to 1.50x)" {
+		t.Fatalf("formatRatios: %q", got)
 	}
 	// Rounds ran one after another: their server CPU adds up.
 	if math.Abs(c.Basalt.ServerCPUPerRequest()-50) > 1e-6 || math.Abs(c.ServerCPURatio-0.5) > 1e-9 {
@@ -203,19 +210,21 @@ func TestMergeAndReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"<svg", "2.00x", "200.0", "basalt vs etcd 3.7.3: put", "server CPU µs/request", "0.50x"} {
+	for _, want := range []string{"<svg", "2.00x", "200.0", "basalt vs etcd 3.7.3: put", "server CPU µs/request", "0.50x",
+		"per round: 1.67x 2.27x (median 1.97x, 1.67x to 2.27x)"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("report.html lacks %q", want)
 		}
 	}
 	js, _ := os.ReadFile(filepath.Join(c.Dir, "comparison.json"))
 	var decoded Comparison
-	if err := json.Unmarshal(js, &decoded); err != nil || decoded.ThroughputRatio != 2 {
-		t.Fatalf("comparison.json: %v %+v", err, decoded.ThroughputRatio)
+	if err := json.Unmarshal(js, &decoded); err != nil || decoded.ThroughputRatio != 2 || !slices.Equal(decoded.RoundRatios, c.RoundRatios) {
+		t.Fatalf("comparison.json: %v %v %v", err, decoded.ThroughputRatio, decoded.RoundRatios)
 	}
 	var table bytes.Buffer
 	PrintComparison(&table, c)
-	if !strings.Contains(table.String(), "2.00x") || !strings.Contains(strings.Join(strings.Fields(table.String()), " "), "server CPU µs/req 50.0 100.0 0.50x") {
+	if !strings.Contains(table.String(), "2.00x") || !strings.Contains(strings.Join(strings.Fields(table.String()), " "), "server CPU µs/req 50.0 100.0 0.50x") ||
+		!strings.Contains(table.String(), "throughput ratio per round: 1.67x 2.27x (median 1.97x, 1.67x to 2.27x)\n") {
 		t.Fatalf("table:\n%s", table.String())
 	}
 }

@@ -61,8 +61,12 @@ type Comparison struct {
 	// ServerCPURatio is Basalt's server CPU time per request over etcd's
 	// (lower is better), when both clusters ran locally.
 	ServerCPURatio float64 `json:"server_cpu_ratio,omitempty"`
-	Rounds         []Round `json:"rounds"`
-	Dir            string  `json:"-"`
+	// RoundRatios is each round's throughput ratio, in the order run. On a
+	// shared machine the speed drifts between rounds; their spread says
+	// how far to trust ThroughputRatio.
+	RoundRatios []float64 `json:"round_throughput_ratios"`
+	Rounds      []Round   `json:"rounds"`
+	Dir         string    `json:"-"`
 }
 
 // Round is one alternation.
@@ -188,6 +192,10 @@ func (c *Comparison) summarize() error {
 		return err
 	}
 	c.ThroughputRatio = ratio(c.Basalt.Throughput, c.Etcd.Throughput)
+	c.RoundRatios = c.RoundRatios[:0]
+	for _, r := range c.Rounds {
+		c.RoundRatios = append(c.RoundRatios, ratio(r.Basalt.Throughput, r.Etcd.Throughput))
+	}
 	b, e := c.Basalt.Latency, c.Etcd.Latency
 	c.LatencyRatio = map[string]float64{
 		"p50": ratio(b.P50, e.P50), "p90": ratio(b.P90, e.P90), "p99": ratio(b.P99, e.P99),
@@ -252,9 +260,27 @@ func PrintComparison(w io.Writer, c *Comparison) {
 		}
 	}
 	tw.Flush()
+	if len(c.RoundRatios) > 1 {
+		fmt.Fprintf(w, "throughput ratio per round: %s\n", formatRatios(c.RoundRatios))
+	}
 	if c.Dir != "" {
 		fmt.Fprintf(w, "report: %s\n", c.Dir)
 	}
+}
+
+// formatRatios lists ratios in run order, then their median and range.
+func formatRatios(rs []float64) string {
+	var sb strings.Builder
+	for _, r := range rs {
+		fmt.Fprintf(&sb, "%.2fx ", r)
+	}
+	sorted := slices.Sorted(slices.Values(rs))
+	median := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		median = (sorted[len(sorted)/2-1] + median) / 2
+	}
+	fmt.Fprintf(&sb, "(median %.2fx, %.2fx to %.2fx)", median, sorted[0], sorted[len(sorted)-1])
+	return sb.String()
 }
 
 // write stores comparison.json and report.html in a new directory.

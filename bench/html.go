@@ -21,11 +21,13 @@ func writeHTML(w io.Writer, c *Comparison) error {
 	data := struct {
 		C          *Comparison
 		Params     string
+		Rounds     string
 		Throughput template.HTML
 		Latency    template.HTML
 	}{
 		C:          c,
 		Params:     formatParams(c.Params),
+		Rounds:     formatRatios(c.RoundRatios),
 		Throughput: svgBars("throughput (requests/s, higher is better)", []chartBar{{"throughput", c.Basalt.Throughput, c.Etcd.Throughput, "/s"}}),
 		Latency: svgBars("latency (ms, lower is better)", []chartBar{
 			{"p50", b.P50, e.P50, "ms"}, {"p90", b.P90, e.P90, "ms"}, {"p99", b.P99, e.P99, "ms"}, {"p99.9", b.P999, e.P999, "ms"},
@@ -83,6 +85,7 @@ var pageTemplate = template.Must(template.New("report").Parse(`<!doctype html>
 <tr><td>errors</td><td>{{.C.Basalt.Errors}}</td><td>{{.C.Etcd.Errors}}</td><td></td></tr>
 {{if .C.ServerCPURatio}}<tr><td>server CPU µs/request</td><td>{{printf "%.1f" .C.Basalt.ServerCPUPerRequest}}</td><td>{{printf "%.1f" .C.Etcd.ServerCPUPerRequest}}</td><td>{{printf "%.2f" .C.ServerCPURatio}}x</td></tr>{{end}}
 </table>
+{{if gt (len .C.RoundRatios) 1}}<p>throughput ratio per round: {{.Rounds}}</p>{{end}}
 <p>{{.Throughput}}</p>
 <p>{{.Latency}}</p>
 </body></html>
