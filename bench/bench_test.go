@@ -199,6 +199,9 @@ func TestMergeAndReports(t *testing.T) {
 	if got := formatRatios([]float64{1.5, 1.2, 1.4}); got != "1.50x 1.20x 1.40x (median 1.40x, 1.20x to 1.50x)" {
 		t.Fatalf("formatRatios: %q", got)
 	}
+	if got := formatRatios(nil); got != "" {
+		t.Fatalf("formatRatios(nil): %q", got)
+	}
 	// Rounds ran one after another: their server CPU adds up.
 	if math.Abs(c.Basalt.ServerCPUPerRequest()-50) > 1e-6 || math.Abs(c.ServerCPURatio-0.5) > 1e-9 {
 		t.Fatalf("summary: basalt server CPU %.2f µs/request, ratio %.3f", c.Basalt.ServerCPUPerRequest(), c.ServerCPURatio)

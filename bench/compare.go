@@ -270,6 +270,9 @@ func PrintComparison(w io.Writer, c *Comparison) {
 
 // formatRatios lists ratios in run order, then their median and range.
 func formatRatios(rs []float64) string {
+	if len(rs) == 0 {
+		return ""
+	}
 	var sb strings.Builder
 	for _, r := range rs {
 		fmt.Fprintf(&sb, "%.2fx ", r)
