@@ -28,7 +28,10 @@
 //
 // then takes one run of revisions from the TSO for the batch and proposes
 // it as one entry. Batches are pipelined: the next is proposed before the
-// previous is applied, in revision order.
+// previous is applied, in revision order. While a batch is in flight and
+// the node's Raft log store syncs, writes that arrive wait for the sync to
+// end and go into one batch (SyncGate): the Raft round they can join
+// starts after the sync in any case.
 //
 // Worked example: puts of a and b arrive with a compare-and-swap on a. The
 // puts go into batch 1 (revisions 7, 8); the CAS reads a, which batch 1

@@ -47,6 +47,9 @@ type SequencerConfig struct {
 	QueueSize int
 	// ProposalTimeout bounds one proposal.
 	ProposalTimeout time.Duration
+	// Gate, when set, tells when the Raft log store syncs: writes arriving
+	// meanwhile wait for the sync to end and share an entry.
+	Gate *SyncGate
 }
 
 func (c *SequencerConfig) setDefaults() {
@@ -72,7 +75,8 @@ func (c *SequencerConfig) setDefaults() {
 // state, takes one run of revisions from the TSO per batch for the writes
 // that will change state, and proposes the batch as one Raft entry. Batches
 // are proposed in revision order and pipelined: the next batch is proposed
-// before the previous one is applied.
+// before the previous one is applied. With a batch in flight, writes that
+// arrive while the Raft log store syncs wait for its end (SyncGate).
 //
 // A conditional write (compares, deletes, ignore_value/ignore_lease) is
 // evaluated only when no write proposed before it touches what it reads; it
@@ -120,6 +124,9 @@ type Sequencer struct {
 	// until apply reports its outcome (Applied).
 	pendingMu sync.Mutex
 	pending   map[int64]*writeReq
+
+	// heldForSync counts the writes gather holds for the end of a sync.
+	heldForSync atomic.Int64
 }
 
 type writeReq struct {
@@ -334,9 +341,47 @@ func (s *Sequencer) run() {
 		case l := <-s.lockc:
 			s.locks = append(s.locks, l)
 		}
+		if len(incoming) > 0 && len(incoming) < s.cfg.MaxBatch && s.hasInflight() {
+			if end := s.cfg.Gate.inSync(); end != nil {
+				incoming = s.gather(incoming, end)
+			}
+		}
 		s.sequence(incoming)
 		s.proposeLocks()
 	}
+}
+
+// hasInflight reports whether a batch is proposed and not yet applied.
+func (s *Sequencer) hasInflight() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inflight) > 0
+}
+
+// gather adds the writes that arrive until end is closed to incoming, up to
+// a full batch.
+func (s *Sequencer) gather(incoming []*writeReq, end <-chan struct{}) []*writeReq {
+	defer s.heldForSync.Store(0)
+	for len(incoming) < s.cfg.MaxBatch {
+		s.heldForSync.Store(int64(len(incoming)))
+		select {
+		case r := <-s.reqc:
+			incoming = append(incoming, r)
+		case <-end:
+			// Take what arrived with the end too.
+			for len(incoming) < s.cfg.MaxBatch {
+				select {
+				case r := <-s.reqc:
+					incoming = append(incoming, r)
+				default:
+					return incoming
+				}
+			}
+		case <-s.stopc:
+			return incoming
+		}
+	}
+	return incoming
 }
 
 // splitReq asks the sequencer to split its shard.
