@@ -6,7 +6,9 @@
 // memberlist gossip through which a node joins with --join, carries the
 // members' Raft messages and snapshots (TCPTransport), and reports
 // leadership changes to whoever needs them (the TSO runs where the meta
-// group's leader is).
+// group's leader is). It also tells the node's sequencers when the Raft
+// log store syncs (logsync.go), by wrapping the default file system of the
+// Pebble version dragonboat's log store runs on.
 //
 // Invariants:
 //   - One NodeHost and one Pebble store per node; every replica on the node

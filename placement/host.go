@@ -173,6 +173,12 @@ func Start(cfg Config) (*Host, error) {
 	if transport == nil {
 		transport = TCPTransport{}
 	}
+	// Sequencers learn when the Raft log store syncs (shard.SyncGate).
+	h.cfg.Sequencer.Gate = shard.NewSyncGate()
+	if err := watchLogSyncs(filepath.Join(cfg.DataDir, "raft"), h.cfg.Sequencer.Gate); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("placement: %w", err)
+	}
 	nhc := config.NodeHostConfig{
 		DeploymentID:      deploymentID(cfg.ClusterToken),
 		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
@@ -187,6 +193,7 @@ func Start(cfg Config) (*Host, error) {
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
+		unwatchLogSyncs(nhc.NodeHostDir, h.cfg.Sequencer.Gate)
 		store.Close()
 		return nil, fmt.Errorf("placement: start raft: %w", err)
 	}
@@ -241,6 +248,9 @@ func Start(cfg Config) (*Host, error) {
 	return h, nil
 }
 
+// logDBMemtableBytes is the size of a memtable of the Raft logs' store.
+const logDBMemtableBytes = 32 << 20
+
 // logDBConfig is the configuration of the Raft logs' store: one Pebble
 // for every group. (Dragonboat's default is 16, each with its own
 // write-ahead log: with many shards, each step worker then synced its own
@@ -265,7 +275,7 @@ func Start(cfg Config) (*Host, error) {
 func logDBConfig() config.LogDBConfig {
 	c := config.GetTinyMemLogDBConfig()
 	c.Shards = 1
-	c.KVWriteBufferSize = 32 << 20
+	c.KVWriteBufferSize = logDBMemtableBytes
 	c.KVMaxWriteBufferNumber = 3
 	return c
 }
@@ -825,12 +835,18 @@ func (h *Host) Close() {
 	if h.nh != nil {
 		h.nh.Close()
 	}
+	unwatchLogSyncs(filepath.Join(h.cfg.DataDir, "raft"), h.cfg.Sequencer.Gate)
 	if h.store != nil {
 		if err := h.store.Close(); err != nil {
 			h.lg.Warn("close-store", zap.Error(err))
 		}
 	}
 }
+
+// LogSyncs returns how many syncs of its Raft log store the host's
+// sequencers have seen end (none where the store's syncs are not watched:
+// see logsync.go).
+func (h *Host) LogSyncs() uint64 { return h.cfg.Sequencer.Gate.Syncs() }
 
 // MetaGroup returns the meta group as the TSO and coordinator use it.
 func (h *Host) MetaGroup() MetaGroup { return MetaGroup{h: h} }

@@ -664,6 +664,10 @@ func (n *Node) InFlight() int64 { return n.server.InFlight() }
 // MemberID returns the node's member id.
 func (n *Node) MemberID() uint64 { return n.host.ReplicaID() }
 
+// LogSyncs returns how many syncs of its Raft log store the node's
+// sequencers have seen end.
+func (n *Node) LogSyncs() uint64 { return n.host.LogSyncs() }
+
 // IsMetaLeader tells whether this node leads the meta group.
 func (n *Node) IsMetaLeader() bool { return n.metaLeader() == n.host.ReplicaID() }
 
