@@ -325,16 +325,7 @@ func (s *Sequencer) run() {
 		case <-s.stopc:
 			return
 		case r := <-s.reqc:
-			incoming = append(incoming, r)
-		drain:
-			for len(incoming) < s.cfg.MaxBatch {
-				select {
-				case r := <-s.reqc:
-					incoming = append(incoming, r)
-				default:
-					break drain
-				}
-			}
+			incoming = s.drain(append(incoming, r))
 		case <-s.kickc:
 		case r := <-s.splitc:
 			r.done <- s.split(r)
@@ -349,6 +340,20 @@ func (s *Sequencer) run() {
 		s.sequence(incoming)
 		s.proposeLocks()
 	}
+}
+
+// drain adds the queued writes to incoming, up to a full batch, without
+// waiting.
+func (s *Sequencer) drain(incoming []*writeReq) []*writeReq {
+	for len(incoming) < s.cfg.MaxBatch {
+		select {
+		case r := <-s.reqc:
+			incoming = append(incoming, r)
+		default:
+			return incoming
+		}
+	}
+	return incoming
 }
 
 // hasInflight reports whether a batch is proposed and not yet applied.
@@ -369,14 +374,7 @@ func (s *Sequencer) gather(incoming []*writeReq, end <-chan struct{}) []*writeRe
 			incoming = append(incoming, r)
 		case <-end:
 			// Take what arrived with the end too.
-			for len(incoming) < s.cfg.MaxBatch {
-				select {
-				case r := <-s.reqc:
-					incoming = append(incoming, r)
-				default:
-					return incoming
-				}
-			}
+			return s.drain(incoming)
 		case <-s.stopc:
 			return incoming
 		}
