@@ -76,6 +76,14 @@ func WithLeaseOrphanInterval(d time.Duration) Option {
 	return func(c *node.Config) { c.LeaseOrphanInterval = d }
 }
 
+// WithRaftTimings sets the heartbeat interval and election timeout. The
+// cluster's default (10 and 100 ms) makes failover tests quick; a test
+// that asserts that no request fails under load takes longer ones, so
+// that a slow fsync on a busy machine does not cost a leader its lead.
+func WithRaftTimings(heartbeat, election time.Duration) Option {
+	return func(c *node.Config) { c.HeartbeatInterval, c.ElectionTimeout = heartbeat, election }
+}
+
 // WithLockTTL sets the TTL of the locks of transactions across shards.
 func WithLockTTL(d time.Duration) Option { return func(c *node.Config) { c.LockTTL = d } }
 
