@@ -427,14 +427,33 @@ func pathWrites(ctx context.Context, r txnReader, rt *pb.TxnRequest, path []bool
 // newTxnResp builds the response skeleton of the chosen path.
 func newTxnResp(rt *pb.TxnRequest, path []bool) (*pb.TxnResponse, int) {
 	reqs := ops(rt, path)
-	resp := &pb.TxnResponse{Succeeded: path[0], Header: &pb.ResponseHeader{}, Responses: make([]*pb.ResponseOp, len(reqs))}
+	var resp *pb.TxnResponse
+	if len(reqs) == 1 {
+		// One allocation for a transaction of one operation, as every
+		// put and delete is.
+		r := &struct {
+			resp pb.TxnResponse
+			hdr  pb.ResponseHeader
+			ops  [1]*pb.ResponseOp
+		}{}
+		resp = &r.resp
+		resp.Header, resp.Responses = &r.hdr, r.ops[:]
+	} else {
+		resp = &pb.TxnResponse{Header: &pb.ResponseHeader{}, Responses: make([]*pb.ResponseOp, len(reqs))}
+	}
+	resp.Succeeded = path[0]
 	nested := 0
 	for i, req := range reqs {
 		switch tv := req.Request.(type) {
 		case *pb.RequestOp_RequestRange:
 			resp.Responses[i] = &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{}}
 		case *pb.RequestOp_RequestPut:
-			resp.Responses[i] = &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{}}
+			op := &struct {
+				op  pb.ResponseOp
+				put pb.ResponseOp_ResponsePut
+			}{}
+			op.op.Response = &op.put
+			resp.Responses[i] = &op.op
 		case *pb.RequestOp_RequestDeleteRange:
 			resp.Responses[i] = &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{}}
 		case *pb.RequestOp_RequestTxn:
@@ -496,7 +515,12 @@ func executePut(ctx context.Context, w txnWriter, p *pb.PutRequest) (*pb.PutResp
 	if p.IgnoreLease {
 		lease = prev.Lease
 	}
-	resp := &pb.PutResponse{Header: &pb.ResponseHeader{}}
+	r := &struct {
+		resp pb.PutResponse
+		hdr  pb.ResponseHeader
+	}{}
+	resp := &r.resp
+	resp.Header = &r.hdr
 	if p.PrevKv && prev != nil {
 		resp.PrevKv = prev
 	}

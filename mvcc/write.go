@@ -243,9 +243,13 @@ func (tw *TxnWrite) Put(key, value []byte, lease int64) (int64, error) {
 	}
 	tw.w.setLatest(key, latestVersion{exists: true, create: v.create, ver: v.ver, lease: lease})
 	if tw.w.capture {
-		tw.w.events = append(tw.w.events, &mvccpb.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{
-			Key: key, CreateRevision: v.create, ModRevision: tw.rev, Version: v.ver, Value: value, Lease: lease,
-		}})
+		e := &struct {
+			ev mvccpb.Event
+			kv mvccpb.KeyValue
+		}{}
+		e.kv = mvccpb.KeyValue{Key: key, CreateRevision: v.create, ModRevision: tw.rev, Version: v.ver, Value: value, Lease: lease}
+		e.ev.Type, e.ev.Kv = mvccpb.PUT, &e.kv
+		tw.w.events = append(tw.w.events, &e.ev)
 		tw.w.subs = append(tw.w.subs, sub.Sub)
 	}
 	tw.changes++

@@ -55,6 +55,14 @@ func newLatchSet() *latchSet {
 	return &latchSet{points: make(map[string]int), leases: make(map[int64]int)}
 }
 
+// reset empties the set, keeping its room.
+func (l *latchSet) reset() {
+	clear(l.points)
+	clear(l.ranges)
+	l.ranges = l.ranges[:0]
+	clear(l.leases)
+}
+
 // holdWrites holds what a write changes: its spans and leases.
 func (l *latchSet) holdWrites(sh *txnShape) {
 	l.add(sh.writes)

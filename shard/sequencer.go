@@ -119,6 +119,9 @@ type Sequencer struct {
 	// shard's lock to go, in arrival order (run goroutine only).
 	locking *basaltpb.LockCommand
 	locks   []*lockReq
+	// held and blocked are the latches of one pass of sequence, kept
+	// between passes for their room (run goroutine only).
+	held, blocked *latchSet
 
 	// pending maps the revision of every proposed write to its request,
 	// until apply reports its outcome (Applied).
@@ -164,6 +167,8 @@ func NewSequencer(cfg SequencerConfig, shardID uint64, proposer Proposer, sessio
 		completec: make(chan *inflightBatch, cfg.MaxInflight),
 		stopc:     make(chan struct{}),
 		latches:   newLatchSet(),
+		held:      newLatchSet(),
+		blocked:   newLatchSet(),
 		changed:   make(chan struct{}),
 		pending:   make(map[int64]*writeReq),
 	}
@@ -449,9 +454,11 @@ func (s *Sequencer) sequence(incoming []*writeReq) {
 	var (
 		batch   []*writeReq
 		size    int
-		held    = newLatchSet() // write spans of this batch
-		blocked = newLatchSet() // spans of writes deferred in this pass
+		held    = s.held    // write spans of this batch
+		blocked = s.blocked // spans of writes deferred in this pass
 	)
+	held.reset()
+	blocked.reset()
 	defer func() {
 		if len(batch) > 0 {
 			s.propose(batch)

@@ -359,7 +359,18 @@ func (c *Coordinator) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest)
 
 // PutTxn is the transaction of one put.
 func PutTxn(r *pb.PutRequest) *pb.TxnRequest {
-	return &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: r}}}}
+	// One allocation for the four parts: a put is the commonest request.
+	t := &struct {
+		txn pb.TxnRequest
+		ops [1]*pb.RequestOp
+		op  pb.RequestOp
+		put pb.RequestOp_RequestPut
+	}{}
+	t.put.RequestPut = r
+	t.op.Request = &t.put
+	t.ops[0] = &t.op
+	t.txn.Success = t.ops[:]
+	return &t.txn
 }
 
 // PutResponse is a put's response, from its transaction's.

@@ -258,7 +258,9 @@ func (g *group) releaseLocked() {
 	}
 	slices.Sort(revs)
 	for _, rev := range revs {
-		g.notifyLocked(rev, inSubOrder(g.pending[rev]))
+		if !g.synced.empty() { // else nobody to tell, and no events to order
+			g.notifyLocked(rev, inSubOrder(g.pending[rev]))
+		}
 		delete(g.pending, rev)
 	}
 	g.advanceLocked(upTo)
