@@ -85,7 +85,9 @@ func (w *Writer) EventSubs() []int64 { return w.subs }
 
 // NewWriter starts a batch for the shard.
 func (sh *Shard) NewWriter() *Writer {
-	return &Writer{sh: sh, b: sh.store.db.NewIndexedBatch(), rev: sh.rev.Load(), compact: sh.compact.Load()}
+	w := &Writer{sh: sh, b: sh.store.db.NewIndexedBatch(), rev: sh.rev.Load(), compact: sh.compact.Load(), latest: sh.spareLatest}
+	sh.spareLatest = nil
+	return w
 }
 
 // Rev returns the shard's revision including this batch's writes.
@@ -106,6 +108,7 @@ func (w *Writer) Commit(appliedIndex uint64) error {
 		return err
 	}
 	w.sh.latest.merge(w.latest)
+	w.recycleLatest()
 	if w.span != nil {
 		w.sh.span.Store(w.span)
 	}
@@ -118,7 +121,18 @@ func (w *Writer) Commit(appliedIndex uint64) error {
 }
 
 // Abort drops the batch.
-func (w *Writer) Abort() { _ = w.b.Close() }
+func (w *Writer) Abort() {
+	_ = w.b.Close()
+	w.recycleLatest()
+}
+
+// recycleLatest hands the emptied map of latest versions back to the shard.
+func (w *Writer) recycleLatest() {
+	if w.latest != nil {
+		clear(w.latest)
+		w.sh.spareLatest, w.latest = w.latest, nil
+	}
+}
 
 func (w *Writer) setMeta(name string, value []byte) {
 	_ = w.b.Set(appendMetaKey(nil, w.sh.id, name), value, nil)
