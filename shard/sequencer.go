@@ -135,7 +135,7 @@ type Sequencer struct {
 type writeReq struct {
 	ctx   context.Context
 	txn   *pb.TxnRequest
-	data  []byte // txn marshaled, done by the caller's goroutine
+	enc   entryTxn // txn prepared for the entry by the caller's goroutine
 	shape txnShape
 	done  chan writeResult
 	// revoke, when not zero, makes this the deletion of every key attached
@@ -222,11 +222,11 @@ func (s *Sequencer) Stop() {
 // applied. ErrNoWrite means the chosen branch changes nothing: the caller
 // answers it as a read.
 func (s *Sequencer) Write(ctx context.Context, txn *pb.TxnRequest) (*pb.TxnResponse, error) {
-	data, err := proto.Marshal(txn)
+	enc, err := encodeTxn(txn)
 	if err != nil {
 		return nil, err
 	}
-	return s.submit(&writeReq{ctx: ctx, txn: txn, data: data, shape: shapeOf(txn), done: make(chan writeResult, 1)})
+	return s.submit(&writeReq{ctx: ctx, txn: txn, enc: enc, shape: shapeOf(txn), done: make(chan writeResult, 1)})
 }
 
 // RevokeLease deletes, at one revision, every key of the shard attached to
@@ -465,7 +465,7 @@ func (s *Sequencer) sequence(incoming []*writeReq) {
 		}
 	}()
 	for i, r := range candidates {
-		if len(batch) >= s.cfg.MaxBatch || size+len(r.data) > s.cfg.MaxBatchBytes && len(batch) > 0 {
+		if len(batch) >= s.cfg.MaxBatch || size+r.enc.size > s.cfg.MaxBatchBytes && len(batch) > 0 {
 			// The rest waits for the next pass.
 			s.mu.Lock()
 			s.waiting = append(s.waiting, candidates[i:]...)
@@ -513,7 +513,7 @@ func (s *Sequencer) sequence(incoming []*writeReq) {
 			}
 		}
 		batch = append(batch, r)
-		size += len(r.data)
+		size += r.enc.size
 		held.holdWrites(&r.shape)
 	}
 }
@@ -617,7 +617,7 @@ func (s *Sequencer) prepareRevoke(r *writeReq, held, blocked *latchSet) (ready b
 	if err != nil {
 		return false, err
 	}
-	r.txn, r.data = txn, data
+	r.txn, r.enc = txn, entryTxn{data: data, size: len(data)}
 	return true, nil
 }
 
@@ -632,9 +632,9 @@ func (s *Sequencer) propose(batch []*writeReq) {
 	cancel()
 	var rs *dragonboat.RequestState
 	if err == nil {
-		txns := make([][]byte, len(batch))
+		txns := make([]entryTxn, len(batch))
 		for i, r := range batch {
-			txns[i] = r.data
+			txns[i] = r.enc
 		}
 		data := encodeWriteBatch(first, txns)
 		// Registered before proposing: apply may report before Propose
