@@ -211,10 +211,21 @@ func (g *group) dispatch(si sourceItem) {
 			s.resolved = max(s.resolved, s.src.Shard().Rev())
 		}
 	}
+	si.s.resolved = max(si.s.resolved, si.item.Resolved)
+	// With no synced watcher, the events this call releases have nobody to
+	// go to: they need not wait in pending (under a write load without
+	// watchers, that was a map entry and a slice per event).
+	var unheard int64
+	if g.synced.empty() {
+		unheard, _ = g.releasableLocked()
+	}
 	for i, ev := range si.item.Events {
 		rev := ev.Kv.ModRevision
 		if rev <= si.s.loaded {
 			continue // taken from the change log when the shard joined
+		}
+		if rev <= unheard {
+			continue
 		}
 		pe := pendingEvent{ev: ev}
 		if i < len(si.item.Subs) {
@@ -222,7 +233,6 @@ func (g *group) dispatch(si sourceItem) {
 		}
 		g.pending[rev] = append(g.pending[rev], pe)
 	}
-	si.s.resolved = max(si.s.resolved, si.item.Resolved)
 	g.releaseLocked()
 	if len(g.unsynced) > 0 {
 		g.kick()
@@ -232,12 +242,9 @@ func (g *group) dispatch(si sourceItem) {
 // releaseLocked dispatches the pending revisions every shard has resolved,
 // in order, and advances the group's resolved revision.
 func (g *group) releaseLocked() {
-	if !g.coveredLocked() {
+	upTo, ok := g.releasableLocked()
+	if !ok {
 		return
-	}
-	upTo := g.sources[0].resolved
-	for _, s := range g.sources[1:] {
-		upTo = min(upTo, s.resolved)
 	}
 	if upTo <= g.resolved {
 		if len(g.pending) > 0 {
@@ -264,6 +271,19 @@ func (g *group) releaseLocked() {
 		delete(g.pending, rev)
 	}
 	g.advanceLocked(upTo)
+}
+
+// releasableLocked returns the revision up to which every shard has
+// resolved, when the sources cover the key space.
+func (g *group) releasableLocked() (upTo int64, ok bool) {
+	if !g.coveredLocked() {
+		return 0, false
+	}
+	upTo = g.sources[0].resolved
+	for _, s := range g.sources[1:] {
+		upTo = min(upTo, s.resolved)
+	}
+	return upTo, true
 }
 
 // coveredLocked reports whether the sources' spans cover the key space
