@@ -16,6 +16,83 @@ type latestVersion struct {
 // latestCacheSize bounds the cache of latest versions (entries).
 const latestCacheSize = 1 << 18
 
+// maxInlineKey is the longest key a versionMap holds in place.
+const maxInlineKey = 23
+
+// inlineKey is a key of up to maxInlineKey bytes, held in place.
+type inlineKey struct {
+	n uint8
+	b [maxInlineKey]byte
+}
+
+// versionMap maps keys to latest versions. Keys of up to maxInlineKey bytes
+// are held in place: a lookup then reads no key bytes elsewhere in memory
+// (a map of strings cost a cache miss more per put), storing one allocates
+// nothing, and the collector does not scan their map, which holds no
+// pointers. Longer keys go to a map of strings.
+type versionMap struct {
+	short map[inlineKey]latestVersion
+	long  map[string]latestVersion
+}
+
+func toInline(key []byte) (k inlineKey, ok bool) {
+	if len(key) > maxInlineKey {
+		return k, false
+	}
+	k.n = uint8(len(key))
+	copy(k.b[:], key)
+	return k, true
+}
+
+func (m *versionMap) get(key []byte) (v latestVersion, ok bool) {
+	if k, inline := toInline(key); inline {
+		v, ok = m.short[k]
+	} else {
+		v, ok = m.long[string(key)]
+	}
+	return v, ok
+}
+
+func (m *versionMap) set(key []byte, v latestVersion) {
+	if k, inline := toInline(key); inline {
+		if m.short == nil {
+			m.short = make(map[inlineKey]latestVersion)
+		}
+		m.short[k] = v
+		return
+	}
+	if m.long == nil {
+		m.long = make(map[string]latestVersion)
+	}
+	m.long[string(key)] = v
+}
+
+func (m *versionMap) len() int { return len(m.short) + len(m.long) }
+
+// clear empties the map, keeping its room.
+func (m *versionMap) clear() {
+	clear(m.short)
+	clear(m.long)
+}
+
+// dropSome deletes n arbitrary entries.
+func (m *versionMap) dropSome(n int) {
+	for k := range m.short {
+		if n <= 0 {
+			return
+		}
+		delete(m.short, k)
+		n--
+	}
+	for k := range m.long {
+		if n <= 0 {
+			return
+		}
+		delete(m.long, k)
+		n--
+	}
+}
+
 // latestCache remembers the latest version of keys, so that a put does not
 // seek Pebble for the version it replaces. etcd keeps this for every key in
 // its in-memory index; Basalt keeps it while the shard's keys fit, and for
@@ -27,41 +104,45 @@ const latestCacheSize = 1 << 18
 // Writers read it and update it when they commit. It mirrors stored state,
 // so what it holds changes speed, never results.
 type latestCache struct {
-	m        map[string]latestVersion
+	m        versionMap
 	complete bool
 }
 
 // get returns the cached latest version of key; known is false when the
 // store must be asked.
 func (c *latestCache) get(key []byte) (v latestVersion, known bool) {
-	v, ok := c.m[string(key)]
+	v, ok := c.m.get(key)
 	return v, ok || c.complete
 }
 
 // merge adds a committed batch's latest versions, making room by dropping
 // arbitrary entries when full (the cache is then no longer complete).
-func (c *latestCache) merge(updates map[string]latestVersion) {
-	if c.m == nil {
-		c.m = make(map[string]latestVersion, len(updates))
+func (c *latestCache) merge(updates *versionMap) {
+	if updates == nil {
+		return
 	}
-	if over := len(c.m) + len(updates) - latestCacheSize; over > 0 {
+	if over := c.m.len() + updates.len() - latestCacheSize; over > 0 {
 		c.complete = false
-		for k := range c.m {
-			delete(c.m, k)
-			if over--; over <= 0 {
-				break
-			}
-		}
+		c.m.dropSome(over)
 	}
-	for k, v := range updates {
-		c.m[k] = v
+	if c.m.short == nil {
+		c.m.short = make(map[inlineKey]latestVersion, len(updates.short))
+	}
+	for k, v := range updates.short {
+		c.m.short[k] = v
+	}
+	if len(updates.long) > 0 && c.m.long == nil {
+		c.m.long = make(map[string]latestVersion, len(updates.long))
+	}
+	for k, v := range updates.long {
+		c.m.long[k] = v
 	}
 }
 
 // load fills the cache from the shard's keys; it is complete if they all
 // fit.
 func (c *latestCache) load(db *pebble.DB, start, end []byte) error {
-	c.m, c.complete = make(map[string]latestVersion), false
+	c.m, c.complete = versionMap{}, false
 	lower, upper := dataSpanBounds(start, end)
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
@@ -84,11 +165,11 @@ func (c *latestCache) load(db *pebble.DB, start, end []byte) error {
 		if v.tombstone {
 			continue
 		}
-		if len(c.m) == latestCacheSize {
-			c.m = make(map[string]latestVersion)
+		if c.m.len() == latestCacheSize {
+			c.m = versionMap{}
 			return nil // too many keys: a cache of the recent ones only
 		}
-		c.m[string(userKey)] = latestVersion{exists: true, create: v.create, ver: v.ver, lease: v.lease}
+		c.m.set(userKey, latestVersion{exists: true, create: v.create, ver: v.ver, lease: v.lease})
 	}
 	if err := it.Error(); err != nil {
 		return err

@@ -221,7 +221,7 @@ type Shard struct {
 	// spareLatest is an emptied map of a committed Writer's latest
 	// versions, for the next Writer (apply goroutine only): a map grown
 	// again for every batch cost about 1% of a node's CPU under load.
-	spareLatest map[string]latestVersion
+	spareLatest *versionMap
 }
 
 // OpenShard loads a shard's metadata; a shard never written to starts empty

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -573,6 +574,10 @@ func TestPutsAfterReopenKeepHistory(t *testing.T) {
 	s.put("a", "2") // 3
 	s.put("b", "1") // 4
 	s.del("b", "")  // 5
+	// Keys longer than the cache holds in place take its other map.
+	long := strings.Repeat("k", maxInlineKey+1)
+	s.put(long, "1") // 6
+	s.put(long, "2") // 7
 	if err := st.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -595,15 +600,51 @@ func TestPutsAfterReopenKeepHistory(t *testing.T) {
 			t.Fatalf("%s: %v, want create %d version %d", key, resp.Kvs, create, ver)
 		}
 	}
-	s.put("a", "3") // 6
+	s.put("a", "3") // 8
 	check("a", 2, 3)
-	s.put("b", "again") // 7: a new generation
-	check("b", 7, 1)
+	s.put("b", "again") // 9: a new generation
+	check("b", 9, 1)
+	s.put(long, "3") // 10
+	check(long, 6, 3)
 
 	// Cold cache: lookups go to Pebble.
-	sh.latest.m, sh.latest.complete = nil, false
-	s.put("a", "4") // 8
+	sh.latest.m, sh.latest.complete = versionMap{}, false
+	s.put("a", "4") // 11
 	check("a", 2, 4)
-	s.put("c", "new") // 9
-	check("c", 9, 1)
+	s.put("c", "new") // 12
+	check("c", 12, 1)
+	s.put(long, "4") // 13
+	check(long, 6, 4)
+}
+
+// TestVersionMap: keys held in place and keys in the map of strings are
+// told apart exactly, at the length where one gives way to the other too.
+func TestVersionMap(t *testing.T) {
+	keys := []string{"", "a", "a\x00", "\x00", strings.Repeat("x", maxInlineKey), strings.Repeat("x", maxInlineKey+1), strings.Repeat("x", maxInlineKey-1) + "\x00"}
+	var m versionMap
+	for i, k := range keys {
+		m.set([]byte(k), latestVersion{exists: true, ver: int64(i + 1)})
+	}
+	if m.len() != len(keys) {
+		t.Fatalf("%d entries, want %d", m.len(), len(keys))
+	}
+	for i, k := range keys {
+		if v, ok := m.get([]byte(k)); !ok || v.ver != int64(i+1) {
+			t.Fatalf("%q: %v %v, want version %d", k, v, ok, i+1)
+		}
+	}
+	if _, ok := m.get([]byte("b")); ok {
+		t.Fatal("found a key never set")
+	}
+	var c latestCache
+	c.complete = true
+	c.merge(&m)
+	m.dropSome(2)
+	if m.len() != len(keys)-2 || c.m.len() != len(keys) || !c.complete {
+		t.Fatalf("after dropping 2: %d entries, the cache %d (complete %v)", m.len(), c.m.len(), c.complete)
+	}
+	m.clear()
+	if m.len() != 0 {
+		t.Fatalf("%d entries after clear", m.len())
+	}
 }

@@ -22,7 +22,7 @@ type Writer struct {
 	vbuf    []byte // scratch for values (Pebble copies what it is given)
 	// latest holds the latest versions this batch wrote; they reach the
 	// shard's cache when the batch commits.
-	latest map[string]latestVersion
+	latest *versionMap
 	// span, when set, is the shard's span once the batch commits (a split).
 	span *keySpan
 	// events, when captured, are the changes this batch made, in order.
@@ -129,7 +129,7 @@ func (w *Writer) Abort() {
 // recycleLatest hands the emptied map of latest versions back to the shard.
 func (w *Writer) recycleLatest() {
 	if w.latest != nil {
-		clear(w.latest)
+		w.latest.clear()
 		w.sh.spareLatest, w.latest = w.latest, nil
 	}
 }
@@ -212,8 +212,10 @@ func (tw *TxnWrite) Range(ctx context.Context, key, end []byte, ro RangeOptions)
 // latestOf returns the latest version of key: from this batch, from the
 // shard's cache, or from Pebble.
 func (w *Writer) latestOf(key []byte) (latestVersion, error) {
-	if v, ok := w.latest[string(key)]; ok {
-		return v, nil
+	if w.latest != nil {
+		if v, ok := w.latest.get(key); ok {
+			return v, nil
+		}
 	}
 	if v, known := w.sh.latest.get(key); known {
 		return v, nil
@@ -227,9 +229,9 @@ func (w *Writer) latestOf(key []byte) (latestVersion, error) {
 
 func (w *Writer) setLatest(key []byte, v latestVersion) {
 	if w.latest == nil {
-		w.latest = make(map[string]latestVersion)
+		w.latest = &versionMap{}
 	}
-	w.latest[string(key)] = v
+	w.latest.set(key, v)
 }
 
 // Put writes a new version of key and returns the revision it wrote at.
