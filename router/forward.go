@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/basaltdb/basalt/proto/basaltpb"
+	"github.com/basaltdb/basalt/shard"
 	"github.com/basaltdb/basalt/txncoord"
 )
 
@@ -48,7 +49,7 @@ type forwardedWrite struct {
 
 // write runs txn at leader and returns its response, or etcd's gRPC error.
 func (f *writeForwarder) write(ctx context.Context, leader uint64, txn *pb.TxnRequest) (*pb.TxnResponse, error) {
-	data, err := proto.Marshal(txn)
+	data, err := shard.MarshalTxn(txn)
 	if err != nil {
 		return nil, err
 	}
@@ -170,17 +171,17 @@ func (f *writeForwarder) send(leader uint64, batch []*forwardedWrite) {
 // grew its stack, and the copy cost more than the decoding.
 func (i *internalServer) Write(ctx context.Context, r *basaltpb.WriteRequest) (*basaltpb.WriteResponse, error) {
 	results := make([]*basaltpb.WriteResult, len(r.Txns))
-	txns := make([]pb.TxnRequest, len(r.Txns))
 	var wg sync.WaitGroup
 	for j, data := range r.Txns {
-		if err := proto.Unmarshal(data, &txns[j]); err != nil {
+		txn, err := shard.UnmarshalTxn(data)
+		if err != nil {
 			results[j] = &basaltpb.WriteResult{Code: uint32(codes.InvalidArgument), Message: err.Error()}
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[j] = i.writeOne(ctx, &txns[j])
+			results[j] = i.writeOne(ctx, txn)
 		}()
 	}
 	wg.Wait()

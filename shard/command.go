@@ -80,6 +80,122 @@ func (t entryTxn) appendTo(b []byte) []byte {
 	return appendVarintField(b, fieldPutIgnoreLease, protowire.EncodeBool(put.IgnoreLease))
 }
 
+// MarshalTxn marshals a write transaction to proto.Marshal's bytes, a lone
+// put by hand (see encodeTxn).
+func MarshalTxn(txn *pb.TxnRequest) ([]byte, error) {
+	t, err := encodeTxn(txn)
+	if err != nil || t.put == nil {
+		return t.data, err
+	}
+	return t.appendTo(make([]byte, 0, t.size)), nil
+}
+
+// UnmarshalTxn decodes a marshaled write transaction as proto.Unmarshal
+// does. A lone put with only the fields a put has is decoded by hand, into
+// one allocation for its messages and one for its key and value: decoding
+// puts took about 3% of a replica's CPU where it did not propose them
+// (followers, and a leader's forwarded writes).
+func UnmarshalTxn(data []byte) (*pb.TxnRequest, error) {
+	if txn := decodeLonePut(data); txn != nil {
+		return txn, nil
+	}
+	txn := &pb.TxnRequest{}
+	if err := proto.Unmarshal(data, txn); err != nil {
+		return nil, err
+	}
+	return txn, nil
+}
+
+// decodeLonePut decodes data when it is a transaction of one put, every
+// field once at most; otherwise it returns nil and leaves the decision to
+// proto.Unmarshal.
+func decodeLonePut(data []byte) *pb.TxnRequest {
+	op, ok := onlyBytesField(data, fieldTxnSuccess)
+	if !ok {
+		return nil
+	}
+	body, ok := onlyBytesField(op, fieldRequestOpPut)
+	if !ok {
+		return nil
+	}
+	var key, value []byte
+	var lease int64
+	var flags [fieldPutIgnoreLease + 1]bool
+	var seen uint8
+	for len(body) > 0 {
+		num, typ, n := protowire.ConsumeTag(body)
+		if n < 0 || num < fieldPutKey || num > fieldPutIgnoreLease || seen&(1<<num) != 0 {
+			return nil
+		}
+		seen |= 1 << num
+		body = body[n:]
+		switch {
+		case (num == fieldPutKey || num == fieldPutValue) && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(body)
+			if m < 0 {
+				return nil
+			}
+			if num == fieldPutKey {
+				key = v
+			} else {
+				value = v
+			}
+			body = body[m:]
+		case num >= fieldPutLease && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(body)
+			if m < 0 {
+				return nil
+			}
+			if num == fieldPutLease {
+				lease = int64(v)
+			} else {
+				flags[num] = protowire.DecodeBool(v)
+			}
+			body = body[m:]
+		default:
+			return nil
+		}
+	}
+	t := &struct {
+		txn  pb.TxnRequest
+		ops  [1]*pb.RequestOp
+		op   pb.RequestOp
+		wrap pb.RequestOp_RequestPut
+		put  pb.PutRequest
+	}{}
+	t.put = pb.PutRequest{Lease: lease, PrevKv: flags[fieldPutPrevKv], IgnoreValue: flags[fieldPutIgnoreValue], IgnoreLease: flags[fieldPutIgnoreLease]}
+	if len(key)+len(value) > 0 {
+		// Copies: the entry's buffer is not ours to keep. Empty fields stay
+		// nil, as proto.Unmarshal leaves them.
+		kv := append(append(make([]byte, 0, len(key)+len(value)), key...), value...)
+		if len(key) > 0 {
+			t.put.Key = kv[:len(key):len(key)]
+		}
+		if len(value) > 0 {
+			t.put.Value = kv[len(key):]
+		}
+	}
+	t.wrap.RequestPut = &t.put
+	t.op.Request = &t.wrap
+	t.ops[0] = &t.op
+	t.txn.Success = t.ops[:]
+	return &t.txn
+}
+
+// onlyBytesField returns the value of b's one field when b holds exactly
+// one field, number num, of the bytes type.
+func onlyBytesField(b []byte, num protowire.Number) ([]byte, bool) {
+	got, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || got != num || typ != protowire.BytesType {
+		return nil, false
+	}
+	v, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 || n+m != len(b) {
+		return nil, false
+	}
+	return v, true
+}
+
 // lonePut returns the put of a transaction that is one put and nothing
 // else (no compares, no failure branch, no fields unknown to this
 // version), or nil.

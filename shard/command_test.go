@@ -184,3 +184,91 @@ func BenchmarkWriteBatch(b *testing.B) {
 		}
 	})
 }
+
+// TestUnmarshalTxn: a lone put is decoded by hand to what proto.Unmarshal
+// makes of it, and anything else, or a put with a field repeated or
+// unknown, is left to proto.Unmarshal.
+func TestUnmarshalTxn(t *testing.T) {
+	lone := func(p *pb.PutRequest) *pb.TxnRequest {
+		return &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: p}}}}
+	}
+	marshal := func(txn *pb.TxnRequest) []byte {
+		b, err := proto.Marshal(txn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	putBody := func(extra []byte) []byte {
+		body := protowire.AppendBytes(protowire.AppendTag(nil, fieldPutKey, protowire.BytesType), []byte("k"))
+		body = append(body, extra...)
+		op := protowire.AppendBytes(protowire.AppendTag(nil, fieldRequestOpPut, protowire.BytesType), body)
+		return protowire.AppendBytes(protowire.AppendTag(nil, fieldTxnSuccess, protowire.BytesType), op)
+	}
+	cases := []struct {
+		name string
+		data []byte
+		hand bool
+	}{
+		{"put", marshal(lone(&pb.PutRequest{Key: []byte("foo"), Value: []byte("bar")})), true},
+		{"empty put", marshal(lone(&pb.PutRequest{})), true},
+		{"every field", marshal(lone(&pb.PutRequest{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), 300), Lease: -3, PrevKv: true, IgnoreValue: true, IgnoreLease: true})), true},
+		{"key twice", putBody(protowire.AppendBytes(protowire.AppendTag(nil, fieldPutKey, protowire.BytesType), []byte("other"))), false},
+		{"unknown field", putBody(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1)), false},
+		{"lease as bytes", putBody(protowire.AppendBytes(protowire.AppendTag(nil, fieldPutLease, protowire.BytesType), []byte("x"))), false},
+		{"two puts", marshal(&pb.TxnRequest{Success: append(lone(&pb.PutRequest{Key: []byte("a")}).Success, lone(&pb.PutRequest{Key: []byte("b")}).Success...)}), false},
+		{"compare", marshal(&pb.TxnRequest{Compare: []*pb.Compare{{Key: []byte("k")}}, Success: lone(&pb.PutRequest{Key: []byte("k")}).Success}), false},
+		{"delete", marshal(&pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: &pb.DeleteRangeRequest{Key: []byte("k")}}}}}), false},
+		{"empty", nil, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if hand := decodeLonePut(c.data) != nil; hand != c.hand {
+				t.Fatalf("decoded by hand: %v, want %v", hand, c.hand)
+			}
+			got, err := UnmarshalTxn(c.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := &pb.TxnRequest{}
+			if err := proto.Unmarshal(c.data, want); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, want) {
+				t.Fatalf("decoded %v, want %v", got, want)
+			}
+		})
+	}
+	if _, err := UnmarshalTxn([]byte{0x12, 0x05, 0x12}); err == nil {
+		t.Fatal("a truncated transaction decoded without an error")
+	}
+}
+
+// FuzzUnmarshalTxn: whatever the bytes, a transaction decoded by hand is
+// the one proto.Unmarshal decodes, and a put encoded by hand comes back
+// the same.
+func FuzzUnmarshalTxn(f *testing.F) {
+	put, _ := MarshalTxn(&pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
+		Key: []byte("k"), Value: []byte("v"), Lease: 7, PrevKv: true,
+	}}}}})
+	f.Add(put)
+	f.Add([]byte{0x12, 0x02, 0x12, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		hand := decodeLonePut(data)
+		want := &pb.TxnRequest{}
+		err := proto.Unmarshal(data, want)
+		if hand == nil {
+			return
+		}
+		if err != nil || !proto.Equal(hand, want) {
+			t.Fatalf("decoded by hand %v, proto.Unmarshal %v (%v)", hand, want, err)
+		}
+		back, err := MarshalTxn(hand)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again := decodeLonePut(back); again == nil || !proto.Equal(again, hand) {
+			t.Fatalf("round trip of %v gave %v", hand, again)
+		}
+	})
+}

@@ -318,8 +318,8 @@ func (s *DataStateMachine) applyWrite(w *mvcc.Writer, rev int64, data []byte, ou
 		txn = ref.Proposed(rev) // revisions are unique: it is this entry's
 	}
 	if txn == nil {
-		txn = &pb.TxnRequest{}
-		if err := proto.Unmarshal(data, txn); err != nil {
+		var err error
+		if txn, err = UnmarshalTxn(data); err != nil {
 			return fmt.Errorf("shard: undecodable txn at revision %d: %w", rev, err)
 		}
 	}
