@@ -60,5 +60,37 @@ type syncingLog struct {
 func (f *syncingLog) Sync() error {
 	f.gate.SyncStarted()
 	defer f.gate.SyncEnded()
-	return unix.Fdatasync(f.fd)
+	return fdatasyncRunning(f.fd)
+}
+
+// fdatasyncRunning is fdatasync(2) made without telling Go's scheduler
+// that the goroutine is in a system call, so that its thread keeps its P.
+//
+// Through syscall.Syscall, every sync of the Raft log (about a thousand a
+// second under load, 0.5 ms each) left its P in a system call long enough
+// for the runtime's monitor thread to take it and hand it to another
+// thread; each time, the monitor then polled every 20 µs for the next
+// millisecond. Under a 100-client put load on two cores it used about 5%
+// of the node's CPU and made a fifth of its context switches, and
+// the thread back from the sync had to find a P again. Syncing this way,
+// the monitor used about a quarter of that, a node's CPU per put fell by
+// about 3% (two nodes side by side, five pairs of six), and 4 and 16
+// clients got 4-12% more puts a second.
+//
+// The cost: while a sync runs, its P runs nothing else (busy nodes have
+// spare Ps, see cmd/basalt), and a stop-the-world of the garbage collector
+// waits for the sync to end. So a stalled disk stops the whole node at its
+// next collection, rather than its writes and linearizable reads alone.
+func fdatasyncRunning(fd int) error {
+	for {
+		_, _, errno := unix.RawSyscall(unix.SYS_FDATASYNC, uintptr(fd), 0, 0)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		default:
+			return errno
+		}
+	}
 }

@@ -14,6 +14,8 @@ import (
 // are busy, and Go's monitor thread takes the blocked Ps, hands them to
 // new threads, and polls every 20 µs: a tenth of a core on two cores.
 // With spare Ps a blocked one is rarely needed, and the monitor rests.
+// (The Raft log's syncs now keep their Ps, placement/logsync_linux.go: the
+// spare Ps run the other goroutines meanwhile.)
 // With a single client the spare Ps only add threads that spin looking
 // for work, and each request is slower; so the node adds them only while
 // more than one request is in flight.
