@@ -8,7 +8,9 @@
 // leadership changes to whoever needs them (the TSO runs where the meta
 // group's leader is). It also tells the node's sequencers when the Raft
 // log store syncs (logsync.go), by wrapping the default file system of the
-// Pebble version dragonboat's log store runs on.
+// Pebble version dragonboat's log store runs on, and through that wrapper
+// skips the syncs of Raft states whose commit index alone moved
+// (logscan.go), as etcd's raft does.
 //
 // Invariants:
 //   - One NodeHost and one Pebble store per node; every replica on the node

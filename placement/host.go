@@ -844,9 +844,10 @@ func (h *Host) Close() {
 }
 
 // LogSyncs returns how many syncs of its Raft log store the host's
-// sequencers have seen end (none where the store's syncs are not watched:
-// see logsync.go).
-func (h *Host) LogSyncs() uint64 { return h.cfg.Sequencer.Gate.Syncs() }
+// sequencers have seen end, and how many the store asked for and skipped
+// because a commit index alone needed them (none of either where the
+// store's syncs are not watched: see logsync.go).
+func (h *Host) LogSyncs() (ended, skipped uint64) { return h.cfg.Sequencer.Gate.Syncs() }
 
 // MetaGroup returns the meta group as the TSO and coordinator use it.
 func (h *Host) MetaGroup() MetaGroup { return MetaGroup{h: h} }

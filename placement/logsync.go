@@ -16,7 +16,8 @@ import (
 // logsync_linux.go), and each host registers the gate of its Raft
 // directory. Files of unregistered directories, and every file but the
 // write-ahead logs, pass through unchanged. Elsewhere no gate sees a sync,
-// and sequencers propose every write at once.
+// and sequencers propose every write at once. The wrapped logs also skip
+// the syncs that only a commit index needs (logscan.go).
 
 // logGates holds the gate of every watched Raft directory.
 var logGates struct {

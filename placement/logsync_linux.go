@@ -1,6 +1,8 @@
 package placement
 
 import (
+	"sync"
+
 	pebblevfs "github.com/cockroachdb/pebble/vfs"
 	"golang.org/x/sys/unix"
 
@@ -48,19 +50,41 @@ func watchLog(name string, f pebblevfs.File, err error) (pebblevfs.File, error) 
 	return &syncingLog{File: f, fd: fd, gate: gate}, nil
 }
 
-// syncingLog is a write-ahead log that reports its syncs. It has no Fd
-// method on purpose: Pebble then syncs it through Sync rather than on the
-// file descriptor.
+// syncingLog is a write-ahead log that reports its syncs, and skips those
+// that only a commit index needs (logscan.go). It has no Fd method on
+// purpose: Pebble then syncs it through Sync rather than on the file
+// descriptor.
 type syncingLog struct {
 	pebblevfs.File
 	fd   int
 	gate *shard.SyncGate
+
+	mu   sync.Mutex
+	scan logScan
+}
+
+func (f *syncingLog) Write(p []byte) (int, error) {
+	n, err := f.File.Write(p)
+	f.mu.Lock()
+	f.scan.wrote(p[:n])
+	f.mu.Unlock()
+	return n, err
 }
 
 func (f *syncingLog) Sync() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.scan.needsSync() {
+		f.gate.SyncSkipped()
+		return nil
+	}
 	f.gate.SyncStarted()
 	defer f.gate.SyncEnded()
-	return fdatasyncRunning(f.fd)
+	if err := fdatasyncRunning(f.fd); err != nil {
+		return err
+	}
+	f.scan.synced()
+	return nil
 }
 
 // fdatasyncRunning is fdatasync(2) made without telling Go's scheduler

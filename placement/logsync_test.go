@@ -23,7 +23,7 @@ func TestRaftLogSyncsReachSequencers(t *testing.T) {
 			n.Restart()
 		}
 		cli := n.Client(t)
-		before := n.LogSyncs()
+		before, _ := n.LogSyncs()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		for i := range 10 {
 			if _, err := cli.Put(ctx, fmt.Sprintf("k%d", i), "v"); err != nil {
@@ -32,7 +32,7 @@ func TestRaftLogSyncsReachSequencers(t *testing.T) {
 			}
 		}
 		cancel()
-		if after := n.LogSyncs(); after < before+10 {
+		if after, _ := n.LogSyncs(); after < before+10 {
 			t.Fatalf("round %d: 10 acknowledged puts, and the gate saw %d syncs end", round, after-before)
 		}
 	}

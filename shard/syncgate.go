@@ -21,6 +21,7 @@ type SyncGate struct {
 	syncing int           // syncs in progress
 	end     chan struct{} // closed when syncing drops to 0; nil while 0
 	ended   uint64        // syncs ended so far
+	skipped uint64        // syncs the log store asked for and did not need
 }
 
 // NewSyncGate returns a gate with no sync in progress.
@@ -48,6 +49,15 @@ func (g *SyncGate) SyncEnded() {
 	g.mu.Unlock()
 }
 
+// SyncSkipped records that the log store asked for a sync that its
+// writes since the last one did not need (a commit index alone), and
+// made none.
+func (g *SyncGate) SyncSkipped() {
+	g.mu.Lock()
+	g.skipped++
+	g.mu.Unlock()
+}
+
 // inSync returns a channel closed when the syncs in progress end, or nil
 // when none is in progress (or g is nil).
 func (g *SyncGate) inSync() <-chan struct{} {
@@ -62,9 +72,9 @@ func (g *SyncGate) inSync() <-chan struct{} {
 	return g.end
 }
 
-// Syncs returns how many syncs have ended.
-func (g *SyncGate) Syncs() uint64 {
+// Syncs returns how many syncs have ended, and how many were skipped.
+func (g *SyncGate) Syncs() (ended, skipped uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.ended
+	return g.ended, g.skipped
 }

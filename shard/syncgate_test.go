@@ -31,8 +31,9 @@ func TestSyncGateTellsWhenSyncsEnd(t *testing.T) {
 	default:
 		t.Fatal("end not closed after every sync ended")
 	}
-	if g.inSync() != nil || g.Syncs() != 2 {
-		t.Fatalf("after two syncs: in sync %v, %d syncs counted", g.inSync() != nil, g.Syncs())
+	g.SyncSkipped()
+	if ended, skipped := g.Syncs(); g.inSync() != nil || ended != 2 || skipped != 1 {
+		t.Fatalf("after two syncs and a skipped one: in sync %v, %d syncs and %d skipped counted", g.inSync() != nil, ended, skipped)
 	}
 	var none *SyncGate
 	if none.inSync() != nil {

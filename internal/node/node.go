@@ -665,8 +665,9 @@ func (n *Node) InFlight() int64 { return n.server.InFlight() }
 func (n *Node) MemberID() uint64 { return n.host.ReplicaID() }
 
 // LogSyncs returns how many syncs of its Raft log store the node's
-// sequencers have seen end.
-func (n *Node) LogSyncs() uint64 { return n.host.LogSyncs() }
+// sequencers have seen end, and how many the store skipped (a commit
+// index alone needed them).
+func (n *Node) LogSyncs() (ended, skipped uint64) { return n.host.LogSyncs() }
 
 // IsMetaLeader tells whether this node leads the meta group.
 func (n *Node) IsMetaLeader() bool { return n.metaLeader() == n.host.ReplicaID() }
