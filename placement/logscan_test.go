@@ -74,12 +74,8 @@ func raftStateKey(shardID, replicaID uint64) []byte {
 
 func stateBatch(t *testing.T, shardID uint64, st raftpb.State) *pebble.Batch {
 	t.Helper()
-	data, err := st.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
 	b := new(pebble.Batch)
-	_ = b.Set(raftStateKey(shardID, 1), data, nil)
+	_ = b.Set(raftStateKey(shardID, 1), mustMarshal(t, st), nil)
 	return b
 }
 

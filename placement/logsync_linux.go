@@ -71,6 +71,9 @@ func (f *syncingLog) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Sync holds mu through the sync: bytes written meanwhile might miss it,
+// and must not be taken as synced. (Pebble writes and syncs the log from
+// one goroutine, so nothing waits for mu.)
 func (f *syncingLog) Sync() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
