@@ -269,6 +269,27 @@ func TestRunAgainstNode(t *testing.T) {
 	}
 }
 
+// TestRunFailsAgainstNoCluster: a run against an endpoint where nothing
+// listens ends with an error, rather than waiting for ever for clientv3
+// to connect.
+func TestRunFailsAgainstNoCluster(t *testing.T) {
+	ep := fmt.Sprintf("http://127.0.0.1:%d", testnode.FreePort(t))
+	w, _ := NewWorkload("put", DefaultWorkloadConfig())
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(context.Background(), Options{Endpoints: []string{ep}, Duration: 100 * time.Millisecond}, w)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "still unanswered") {
+			t.Fatalf("a run against %s with nothing listening: %v", ep, err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("a run against %s with nothing listening has not ended after a minute", ep)
+	}
+}
+
 // TestConnectSpreadsConnectionsOverEndpoints checks that each connection
 // talks to one endpoint, the endpoints taken in turn, as etcd's benchmark
 // tool does: a put through connection i lands on server i mod 2 only.

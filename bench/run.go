@@ -139,7 +139,17 @@ func Run(ctx context.Context, o Options, w Workload) (*Result, error) {
 
 // measure runs the requests and records their latencies.
 func measure(ctx context.Context, o Options, w Workload, clis []*clientv3.Client, progress io.Writer) (*Result, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	start := time.Now()
+	deadline := start.Add(o.Duration)
+	var cancel context.CancelFunc
+	if o.Total > 0 {
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
+		// clientv3 waits for a connection that never comes (a wrong
+		// endpoint, a cluster that is down): requests still waiting this
+		// long after the run's end are abandoned, and the run fails.
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(stuckAfter(o.Duration)))
+	}
 	defer cancel()
 	var limiter *rate.Limiter
 	if o.Rate > 0 {
@@ -152,8 +162,6 @@ func measure(ctx context.Context, o Options, w Workload, clis []*clientv3.Client
 		hists                 = make([]*Histogram, o.Clients)
 		wg                    sync.WaitGroup
 	)
-	start := time.Now()
-	deadline := start.Add(o.Duration)
 	prog := newProgress(progress, o, start)
 	for i := range o.Clients {
 		hists[i] = NewHistogram()
@@ -199,6 +207,9 @@ func measure(ctx context.Context, o Options, w Workload, clis []*clientv3.Client
 	wg.Wait()
 	elapsed := time.Since(start)
 	stopProgress()
+	if o.Total == 0 && ctx.Err() == context.DeadlineExceeded {
+		return nil, fmt.Errorf("bench: requests to %v still unanswered %v after the run's end (%d answered)", o.Endpoints, stuckAfter(o.Duration), done.Load())
+	}
 
 	h := NewHistogram()
 	for _, x := range hists {
@@ -223,6 +234,10 @@ func measure(ctx context.Context, o Options, w Workload, clis []*clientv3.Client
 	}
 	return res, nil
 }
+
+// stuckAfter is how long after the end of a run of d requests may still
+// be waiting for their answers: as long as the run, and at least 5 s.
+func stuckAfter(d time.Duration) time.Duration { return max(d, 5*time.Second) }
 
 func topError(samples map[string]int64) string {
 	keys := make([]string, 0, len(samples))
