@@ -235,8 +235,9 @@ func measure(ctx context.Context, o Options, w Workload, clis []*clientv3.Client
 	return res, nil
 }
 
-// stuckAfter is how long after the end of a run of d requests may still
-// be waiting for their answers: as long as the run, and at least 5 s.
+// stuckAfter is how long after the end of a run that lasted d its
+// requests may still wait for their answers: as long as the run, and at
+// least 5 s.
 func stuckAfter(d time.Duration) time.Duration { return max(d, 5*time.Second) }
 
 func topError(samples map[string]int64) string {
