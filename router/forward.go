@@ -23,6 +23,7 @@ import (
 // keeps forwarding cheap for both members.
 type writeForwarder struct {
 	peers *Peers
+	work  *workers // runs the calls
 
 	stopc chan struct{} // closed when the server stops
 
@@ -30,8 +31,8 @@ type writeForwarder struct {
 	senders map[uint64]chan *forwardedWrite
 }
 
-func newWriteForwarder(peers *Peers) *writeForwarder {
-	return &writeForwarder{peers: peers, stopc: make(chan struct{})}
+func newWriteForwarder(peers *Peers, work *workers) *writeForwarder {
+	return &writeForwarder{peers: peers, work: work, stopc: make(chan struct{})}
 }
 
 // stop ends the senders; writes still waiting to be sent fail.
@@ -90,8 +91,8 @@ func (f *writeForwarder) senderOf(leader uint64) chan<- *forwardedWrite {
 // load, calls carry many writes instead of one or two each.
 const maxForwardCalls = 4
 
-// sender batches what waits in q and sends each batch in its own
-// goroutine, at most maxForwardCalls at a time, until the server stops.
+// sender batches what waits in q and sends each batch on a worker, at most
+// maxForwardCalls at a time, until the server stops.
 func (f *writeForwarder) sender(leader uint64, q chan *forwardedWrite) {
 	calls := make(chan struct{}, maxForwardCalls)
 	for {
@@ -118,10 +119,10 @@ func (f *writeForwarder) sender(leader uint64, q chan *forwardedWrite) {
 				break drain
 			}
 		}
-		go func() {
+		f.work.do(func() {
 			f.send(leader, batch)
 			<-calls
-		}()
+		})
 	}
 }
 
@@ -165,10 +166,10 @@ func (f *writeForwarder) send(leader uint64, batch []*forwardedWrite) {
 	}
 }
 
-// Write runs forwarded write transactions here, concurrently, so that the
-// sequencer batches them as it batches writes from clients. The requests
-// are decoded first, on the call's goroutine: decoding on a new goroutine
-// grew its stack, and the copy cost more than the decoding.
+// Write runs forwarded write transactions here, concurrently on workers, so
+// that the sequencer batches them as it batches writes from clients. The
+// requests are decoded first, on the call's goroutine: decoding on a new
+// goroutine grew its stack, and the copy cost more than the decoding.
 func (i *internalServer) Write(ctx context.Context, r *basaltpb.WriteRequest) (*basaltpb.WriteResponse, error) {
 	results := make([]*basaltpb.WriteResult, len(r.Txns))
 	var wg sync.WaitGroup
@@ -179,10 +180,10 @@ func (i *internalServer) Write(ctx context.Context, r *basaltpb.WriteRequest) (*
 			continue
 		}
 		wg.Add(1)
-		go func() {
+		i.s.work.do(func() {
 			defer wg.Done()
 			results[j] = i.writeOne(ctx, txn)
-		}()
+		})
 	}
 	wg.Wait()
 	return &basaltpb.WriteResponse{Results: results}, nil

@@ -152,6 +152,7 @@ type Server struct {
 	self   *clientv3.Client // for the lock and election services
 	peers  *Peers
 	fwd    *writeForwarder
+	work   *workers // forwarding calls and forwarded writes
 	grpc   *grpc.Server
 	lg     *zap.Logger
 
@@ -172,7 +173,8 @@ func New(cfg Config, coord *txncoord.Coordinator, hub *watchfanout.Hub, lessor *
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger, peers: cfg.Peers, fwd: newWriteForwarder(cfg.Peers)}
+	work := newWorkers()
+	s := &Server{cfg: cfg, coord: coord, hub: hub, lessor: lessor, lg: cfg.Logger, peers: cfg.Peers, work: work, fwd: newWriteForwarder(cfg.Peers, work)}
 	removeSpooledSnapshots(cfg.SpoolDir, s.lg)
 	// The lock and election services are etcd's own, written against a
 	// client; like etcd, they get one of this server.
@@ -272,6 +274,7 @@ func (s *Server) Stop() {
 	_ = s.self.Close()
 	s.grpc.Stop()
 	s.fwd.stop()
+	s.work.stop()
 	for _, m := range muxes {
 		m.Close()
 	}
