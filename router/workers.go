@@ -12,8 +12,8 @@ const workerIdle = 10 * time.Second
 //
 // A new goroutine per forwarded write or per forwarding call grew its stack
 // each time as deep as the write went (through gRPC or the coordinator),
-// and copying stacks took about 2% of three members' CPU under a put load.
-// A worker grows its stack once.
+// and copying stacks took 1.4-1.9% of three members' CPU under a
+// 100-client put load. A worker grows its stack once.
 type workers struct {
 	work  chan func()
 	stopc chan struct{}
