@@ -496,16 +496,26 @@ func (g *group) changesLocked(from, to int64) (evs []*mvccpb.Event, more int64, 
 }
 
 // prevKV returns key's value just before rev, from the shard that holds
-// key.
+// key. Responses look it up when they are sent, and by then no source may
+// hold the key here any more: a split shrank its shard before the child's
+// replica joined, or the replica stopped. The key's versions are in this
+// node's store all the same (its shards share one), and then the most
+// compacted source reads them: its compaction revision bounds the read as
+// the key's own shard's would.
 func (g *group) prevKV(key []byte, rev int64) (*mvccpb.KeyValue, error) {
 	g.mu.Lock()
-	var sh *mvcc.Shard
+	var holder, mostCompacted *mvcc.Shard
 	for _, s := range g.sources {
-		if s.src.Shard().Contains(key) {
-			sh = s.src.Shard()
+		sh := s.src.Shard()
+		if sh.Contains(key) {
+			holder = sh
+		}
+		if mostCompacted == nil || sh.CompactRev() > mostCompacted.CompactRev() {
+			mostCompacted = sh
 		}
 	}
 	g.mu.Unlock()
+	sh := cmp.Or(holder, mostCompacted)
 	if sh == nil {
 		return nil, nil
 	}

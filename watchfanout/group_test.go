@@ -135,3 +135,51 @@ func TestChildJoiningIdleReleasesHeldEvents(t *testing.T) {
 		t.Fatalf("the watch got %v, want [k7 k2]", got)
 	}
 }
+
+// A response's prev_kv is looked up when it is sent, and by then the shard
+// that held the key may no longer hold it here: a split shrank it and the
+// child's replica has not joined yet. The key's versions are in the node's
+// store all the same, and prev_kv must not go missing.
+func TestPrevKVAfterTheKeysShardMoved(t *testing.T) {
+	st, err := mvcc.Open("", mvcc.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var index uint64
+	parentShard, err := st.OpenShard(2, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := &storeSource{t: t, id: 2, sh: parentShard, index: &index, resolved: 1}
+	hub := NewHub([]Source{parent}, func(context.Context) (int64, error) { return 1, nil }, nil)
+	defer hub.Close()
+	parent.put("k7", 2)
+	parent.put("k7", 3)
+	prevOf := func() int64 {
+		t.Helper()
+		prev, err := hub.PrevKV([]byte("k7"), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev == nil {
+			return 0
+		}
+		return prev.ModRevision
+	}
+	if got := prevOf(); got != 2 {
+		t.Fatalf("prev_kv of k7 at 3 before the split: modified at %d, want 2", got)
+	}
+
+	w := parentShard.NewWriter()
+	if err := w.Split([]byte("k5"), 3); err != nil {
+		t.Fatal(err)
+	}
+	index++
+	if err := w.Commit(index); err != nil {
+		t.Fatal(err)
+	}
+	if got := prevOf(); got != 2 {
+		t.Fatalf("prev_kv of k7 at 3 after the split, before the child joined: modified at %d, want 2", got)
+	}
+}
