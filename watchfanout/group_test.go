@@ -64,24 +64,45 @@ func (s *storeSource) put(key string, rev int64) {
 	}
 }
 
+// splitFixture opens an in-memory store whose shard 2 holds every key, and
+// a hub over that shard's replica; both close when the test ends.
+func splitFixture(t *testing.T) (*mvcc.Store, *storeSource, *Hub) {
+	t.Helper()
+	st, err := mvcc.Open("", mvcc.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sh, err := st.OpenShard(2, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := &storeSource{t: t, id: 2, sh: sh, index: new(uint64), resolved: 1}
+	hub := NewHub([]Source{parent}, func(context.Context) (int64, error) { return 1, nil }, nil)
+	t.Cleanup(hub.Close)
+	return st, parent, hub
+}
+
+// split applies a split of the source's shard at key, the keys from key on
+// going to shard child.
+func (s *storeSource) split(key string, child uint64) {
+	s.t.Helper()
+	w := s.sh.NewWriter()
+	if err := w.Split([]byte(key), child); err != nil {
+		s.t.Fatal(err)
+	}
+	*s.index++
+	if err := w.Commit(*s.index); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
 // A split's child whose replica applied its writes, and the leader's last
 // resolved marker, before it joined the group publishes nothing more while
 // the cluster is idle. The group must still release what it took from the
 // child's change log, and the parent's writes it held back meanwhile.
 func TestChildJoiningIdleReleasesHeldEvents(t *testing.T) {
-	st, err := mvcc.Open("", mvcc.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var index uint64
-	parentShard, err := st.OpenShard(2, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent := &storeSource{t: t, id: 2, sh: parentShard, index: &index, resolved: 1}
-	hub := NewHub([]Source{parent}, func(context.Context) (int64, error) { return 1, nil }, nil)
-	defer hub.Close()
+	st, parent, hub := splitFixture(t)
 	stream := hub.NewStream()
 	defer stream.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -91,19 +112,12 @@ func TestChildJoiningIdleReleasesHeldEvents(t *testing.T) {
 	}
 
 	// The parent splits at k5; the child's replica is not serving yet.
-	w := parentShard.NewWriter()
-	if err := w.Split([]byte("k5"), 3); err != nil {
-		t.Fatal(err)
-	}
-	index++
-	if err := w.Commit(index); err != nil {
-		t.Fatal(err)
-	}
+	parent.split("k5", 3)
 	childShard, err := st.OpenShard(3, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	child := &storeSource{t: t, id: 3, sh: childShard, index: &index}
+	child := &storeSource{t: t, id: 3, sh: childShard, index: parent.index}
 	child.put("k7", 2)  // not observed: applied before the child joins
 	parent.put("k2", 3) // observed, held back: the spans do not cover the key space
 	for held := false; !held; {
@@ -141,19 +155,7 @@ func TestChildJoiningIdleReleasesHeldEvents(t *testing.T) {
 // child's replica has not joined yet. The key's versions are in the node's
 // store all the same, and prev_kv must not go missing.
 func TestPrevKVAfterTheKeysShardMoved(t *testing.T) {
-	st, err := mvcc.Open("", mvcc.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var index uint64
-	parentShard, err := st.OpenShard(2, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent := &storeSource{t: t, id: 2, sh: parentShard, index: &index, resolved: 1}
-	hub := NewHub([]Source{parent}, func(context.Context) (int64, error) { return 1, nil }, nil)
-	defer hub.Close()
+	_, parent, hub := splitFixture(t)
 	parent.put("k7", 2)
 	parent.put("k7", 3)
 	prevOf := func() int64 {
@@ -171,14 +173,7 @@ func TestPrevKVAfterTheKeysShardMoved(t *testing.T) {
 		t.Fatalf("prev_kv of k7 at 3 before the split: modified at %d, want 2", got)
 	}
 
-	w := parentShard.NewWriter()
-	if err := w.Split([]byte("k5"), 3); err != nil {
-		t.Fatal(err)
-	}
-	index++
-	if err := w.Commit(index); err != nil {
-		t.Fatal(err)
-	}
+	parent.split("k5", 3)
 	if got := prevOf(); got != 2 {
 		t.Fatalf("prev_kv of k7 at 3 after the split, before the child joined: modified at %d, want 2", got)
 	}
