@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -63,9 +64,11 @@ type Config struct {
 	// HeartbeatInterval and ElectionTimeout are etcd's Raft timings.
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
-	// SnapshotEntries is how many applied entries trigger a Raft snapshot
-	// (and log compaction behind it).
-	SnapshotEntries uint64
+	// SnapshotCount is etcd's --snapshot-count: a data shard's replica
+	// takes a Raft snapshot (and compacts its log behind it) after so many
+	// applied writes, the meta group's after so many entries. A data shard
+	// also does after so many entries, writes or not.
+	SnapshotCount uint64
 	// CacheBytes sizes the Pebble block cache; 0 picks the default.
 	CacheBytes int64
 	Sequencer  shard.SequencerConfig
@@ -98,8 +101,8 @@ func (c *Config) Validate() error {
 	if c.HeartbeatInterval < time.Millisecond || c.ElectionTimeout < 5*c.HeartbeatInterval {
 		return fmt.Errorf("placement: election timeout %v must be at least 5 heartbeat intervals (%v)", c.ElectionTimeout, c.HeartbeatInterval)
 	}
-	if c.SnapshotEntries == 0 {
-		c.SnapshotEntries = 10000
+	if c.SnapshotCount == 0 {
+		c.SnapshotCount = 10000
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -140,6 +143,9 @@ type Host struct {
 	// bg counts the goroutines that start split shards; closec stops them.
 	bg     sync.WaitGroup
 	closec chan struct{}
+	// snapshots counts the snapshots of data shards requested by count of
+	// writes that dragonboat accepted.
+	snapshots atomic.Uint64
 }
 
 // RaftTimings returns the heartbeat interval and the election timeout.
@@ -337,8 +343,8 @@ func (h *Host) raftConfig(shardID uint64) config.Config {
 		ElectionRTT:        uint64(h.cfg.ElectionTimeout / h.cfg.HeartbeatInterval),
 		CheckQuorum:        true,
 		PreVote:            true,
-		SnapshotEntries:    h.cfg.SnapshotEntries,
-		CompactionOverhead: h.cfg.SnapshotEntries / 2,
+		SnapshotEntries:    h.cfg.SnapshotCount,
+		CompactionOverhead: h.cfg.SnapshotCount / 2,
 		// After each snapshot dragonboat deletes the log's old entries and,
 		// unless this is set, compacts their range at once: that flushed
 		// the memtable and rewrote entries that were about to die, 1.3 µs
@@ -349,6 +355,36 @@ func (h *Host) raftConfig(shardID uint64) config.Config {
 		// once started (PromoteSelf, or MemberPromote for a learner).
 		IsNonVoting: h.nonVoting,
 	}
+}
+
+// requestSnapshot asks dragonboat for a snapshot of this node's replica
+// of a data shard, and a log compaction that keeps the last keep entries
+// (see shard.DataStateMachine.SnapshotEvery). It does not wait: the
+// snapshot of an on-disk state machine syncs the store and records the
+// applied index. It reports whether dragonboat took the request; it takes
+// one at a time per replica.
+func (h *Host) requestSnapshot(shardID, keep uint64) bool {
+	opt := dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: keep}
+	if _, err := h.nh.RequestSnapshot(shardID, opt, time.Minute); err != nil {
+		return false
+	}
+	h.snapshots.Add(1)
+	return true
+}
+
+// SnapshotsRequested returns how many snapshots of data shards this node
+// asked for after a count of writes, and dragonboat accepted.
+func (h *Host) SnapshotsRequested() uint64 { return h.snapshots.Load() }
+
+// LogRange returns the first and last index of the entries of a group's
+// Raft log that this node keeps.
+func (h *Host) LogRange(shardID uint64) (first, last uint64, err error) {
+	lr, err := h.nh.GetLogReader(shardID)
+	if err != nil {
+		return 0, 0, err
+	}
+	first, last = lr.GetRange()
+	return first, last, nil
 }
 
 // deploymentID turns the cluster token into dragonboat's deployment id, so
@@ -572,6 +608,7 @@ func (h *Host) startShard(ctx context.Context, d *basaltpb.ShardDescriptor, init
 	// sequencer does, before it takes a revision.
 	dsm := shard.NewDataStateMachine(h.store, d.ShardId, h.replicaID, d.Start, d.End, mvcc.AllowAllLeases, h.lg)
 	dsm.OnSplit(h.splitApplied)
+	dsm.SnapshotEvery(h.cfg.SnapshotCount, func(keep uint64) bool { return h.requestSnapshot(d.ShardId, keep) })
 	var members map[uint64]dragonboat.Target
 	if len(initial) > 0 {
 		members = make(map[uint64]dragonboat.Target, len(initial))

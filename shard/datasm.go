@@ -47,6 +47,31 @@ type DataStateMachine struct {
 	// nanoseconds), from which its TTL runs.
 	lock      atomic.Pointer[basaltpb.LockCommand]
 	lockSince atomic.Int64
+
+	snapshots snapshotTrigger // used by Update only
+}
+
+// snapshotTrigger asks for a Raft snapshot after every so many applied
+// writes (SnapshotEvery).
+type snapshotTrigger struct {
+	every   uint64
+	request func(keep uint64) bool
+	writes  uint64 // applied since the last accepted request
+	index   uint64 // the last index applied at that request
+}
+
+// applied counts n writes applied up to index and asks for a snapshot
+// when they reach the interval. A refused request (dragonboat takes one
+// at a time) is asked again at the next batch.
+func (t *snapshotTrigger) applied(n int, index uint64) {
+	if t.request == nil {
+		return
+	}
+	t.writes += uint64(n)
+	if t.writes < t.every || !t.request(index-t.index) {
+		return
+	}
+	t.writes, t.index = 0, index
 }
 
 // Split describes a shard created by a split, as its parent applied it.
@@ -64,6 +89,19 @@ type Split struct {
 // (on the apply goroutine: it must not block). The node starts the child's
 // replica from it.
 func (s *DataStateMachine) OnSplit(f func(Split)) { s.onSplit.Store(&f) }
+
+// SnapshotEvery makes the replica call request after every n applied
+// writes, which asks dragonboat for a snapshot of the replica and a log
+// compaction that keeps the last keep entries: those that hold the n
+// writes before (etcd's --snapshot-count counts transactions; a Basalt
+// entry holds a batch of them, a hundred under a heavy load, so a count of
+// entries kept a log a hundred times etcd's, and the Raft log store
+// flushed and compacted it). request runs on the apply goroutine: it must
+// not block, and reports whether the request was taken. Call it before the
+// replica starts.
+func (s *DataStateMachine) SnapshotEvery(n uint64, request func(keep uint64) bool) {
+	s.snapshots = snapshotTrigger{every: n, request: request}
+}
 
 // ResultSink is the sequencer on this node, which proposed (some of) the
 // writes apply meets. Apply tells it the outcome of every write after the
@@ -110,6 +148,7 @@ func (s *DataStateMachine) Open(<-chan struct{}) (uint64, error) {
 	}
 	s.sh = sh
 	s.resolved = max(sh.Rev(), sh.CompactRev())
+	s.snapshots.index = sh.AppliedIndex()
 	if err := s.loadLock(); err != nil {
 		return 0, err
 	}
@@ -169,6 +208,7 @@ func (s *DataStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 			ref.LockChanged()
 		}
 	}
+	s.snapshots.applied(len(outcomes), entries[len(entries)-1].Index)
 	if len(splits) > 0 {
 		// Make the split durable before the child starts: replayed after a
 		// crash, it would write the child's metadata over what the child

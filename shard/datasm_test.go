@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -110,6 +111,71 @@ func TestApplyIsDeterministic(t *testing.T) {
 	if hashes[0] != hashes[1] || !bytes.Equal(outs[0], outs[1]) {
 		t.Fatal("two replicas applying the same log diverged")
 	}
+}
+
+// TestSnapshotEveryCountsWrites: a replica asks for a snapshot after every
+// n applied writes, however many entries hold them, keeping the entries
+// since the one before; a refused request is asked again at the next
+// batch.
+func TestSnapshotEveryCountsWrites(t *testing.T) {
+	dsm := openDataSM(t)
+	var asked []uint64
+	accept := true
+	dsm.SnapshotEvery(25, func(keep uint64) bool {
+		asked = append(asked, keep)
+		return accept
+	})
+	rev, index := int64(2), uint64(0)
+	// entries returns count entries of ten puts each.
+	entries := func(count int) []sm.Entry {
+		var es []sm.Entry
+		for range count {
+			var ws []*basaltpb.Write
+			for range 10 {
+				ws = append(ws, write(t, rev, putTxn(fmt.Sprintf("k%d", rev%7), "v")))
+				rev++
+			}
+			index++
+			es = append(es, writeEntry(t, index, ws...))
+		}
+		return es
+	}
+	apply := func(es ...sm.Entry) {
+		t.Helper()
+		if _, err := dsm.Update(es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(want ...uint64) {
+		t.Helper()
+		if !slices.Equal(asked, want) {
+			t.Fatalf("asked for snapshots keeping %v entries, want %v", asked, want)
+		}
+	}
+
+	for _, e := range entries(2) {
+		apply(e)
+	}
+	expect() // 20 writes
+	apply(entries(1)...)
+	expect(3) // 30 writes in entries 1-3
+	apply(entries(3)...)
+	expect(3, 3) // 30 more in 4-6, applied in one batch
+
+	accept = false
+	for _, e := range entries(3) {
+		apply(e)
+	}
+	expect(3, 3, 3) // refused at entry 9
+	apply(entries(1)...)
+	expect(3, 3, 3, 4) // asked again at 10, refused
+	accept = true
+	apply(entries(1)...)
+	expect(3, 3, 3, 4, 5) // taken at 11: entries 7-11 since the last one
+	for _, e := range entries(2) {
+		apply(e)
+	}
+	expect(3, 3, 3, 4, 5)
 }
 
 // TestStateMachineSnapshot saves a replica's snapshot through dragonboat's

@@ -62,7 +62,7 @@ type Config struct {
 	// InitialClusterState is etcd's --initial-cluster-state: "new" or
 	// "existing".
 	InitialClusterState string
-	// SnapshotCount is etcd's --snapshot-count: applied entries between
+	// SnapshotCount is etcd's --snapshot-count: applied writes between
 	// Raft snapshots (default 10,000).
 	SnapshotCount uint64
 	// ShardSplitSize splits a shard at its middle key when its data on
@@ -230,7 +230,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		TransportFactory:  cfg.TransportFactory,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ElectionTimeout:   cfg.ElectionTimeout,
-		SnapshotEntries:   cfg.SnapshotCount,
+		SnapshotCount:     cfg.SnapshotCount,
 		Logger:            cfg.Logger,
 	})
 	if err != nil {
@@ -668,6 +668,20 @@ func (n *Node) MemberID() uint64 { return n.host.ReplicaID() }
 // sequencers have seen end, and how many the store skipped (a commit
 // index alone needed them).
 func (n *Node) LogSyncs() (ended, skipped uint64) { return n.host.LogSyncs() }
+
+// SnapshotsRequested returns how many snapshots of its data shard
+// replicas the node asked for after --snapshot-count writes.
+func (n *Node) SnapshotsRequested() uint64 { return n.host.SnapshotsRequested() }
+
+// DataLogRange returns the first and last index of the Raft log entries
+// the node keeps for its first data shard.
+func (n *Node) DataLogRange() (first, last uint64, err error) {
+	rep := n.dataReplica()
+	if rep == nil {
+		return 0, 0, errors.New("node: no data shard replica")
+	}
+	return n.host.LogRange(rep.ShardID())
+}
 
 // IsMetaLeader tells whether this node leads the meta group.
 func (n *Node) IsMetaLeader() bool { return n.metaLeader() == n.host.ReplicaID() }

@@ -54,7 +54,7 @@ func WithFaults() Option {
 	return func(c *node.Config) { c.TransportFactory = transportFactory{} }
 }
 
-// WithSnapshotCount sets --snapshot-count: applied entries between Raft
+// WithSnapshotCount sets --snapshot-count: applied writes between Raft
 // snapshots (a small count makes a lagging node catch up from a snapshot).
 func WithSnapshotCount(n uint64) Option { return func(c *node.Config) { c.SnapshotCount = n } }
 

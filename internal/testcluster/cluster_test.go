@@ -372,6 +372,56 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 	}
 }
 
+// --snapshot-count counts writes, as etcd's does, though a Raft entry
+// holds a batch of them: after concurrent puts, every member has asked
+// for about one snapshot per --snapshot-count writes, has compacted its
+// log behind them, and serves every key.
+func TestSnapshotCountCountsWrites(t *testing.T) {
+	const count, clients, each = 100, 32, 50
+	c := Start(t, 3, WithSnapshotCount(count))
+	ctx := ctxT(t, 2*time.Minute)
+	cl := c.Client(t, 0, 1, 2)
+	errc := make(chan error, clients)
+	for g := range clients {
+		go func() {
+			for i := range each {
+				if _, err := cl.Put(ctx, fmt.Sprintf("k%02d-%02d", g, i), "v"); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range c.Nodes {
+		member := c.Client(t, i)
+		waitFor(t, fmt.Sprintf("member %d applies every put", i), func() bool {
+			got, err := member.Get(ctx, "k", clientv3.WithPrefix(), clientv3.WithSerializable(), clientv3.WithCountOnly())
+			return err == nil && got.Count == clients*each
+		})
+	}
+	for i, n := range c.Nodes {
+		asked := n.SnapshotsRequested()
+		first, last, err := n.DataLogRange()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("member %d: %d snapshots asked for after %d writes; log entries %d to %d", i, asked, clients*each, first, last)
+		// A request is refused while the one before is being taken.
+		if asked < clients*each/count/2 {
+			t.Errorf("member %d asked for %d snapshots over %d writes, want about one per %d", i, asked, clients*each, count)
+		}
+		if first <= 1 {
+			t.Errorf("member %d keeps its data shard's whole log (entries %d to %d)", i, first, last)
+		}
+	}
+}
+
 // A watch on a member that was cut off while the others wrote many
 // snapshots' worth of entries gets every event once the member is back,
 // once and in order, though the member catches up from a Raft snapshot,
