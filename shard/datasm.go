@@ -412,6 +412,7 @@ func (s *DataStateMachine) RecoverFromSnapshot(r io.Reader, _ <-chan struct{}) e
 	resolved := max(s.sh.Rev(), s.sh.CompactRev())
 	s.advanceResolved(resolved)
 	s.publishReplaced(resolved)
+	s.lg.Info("recovered-from-snapshot", zap.Uint64("applied-index", s.sh.AppliedIndex()), zap.Int64("revision", s.sh.Rev()))
 	return nil
 }
 
