@@ -466,32 +466,57 @@ func newTxnResp(rt *pb.TxnRequest, path []bool) (*pb.TxnResponse, int) {
 	return resp, nested
 }
 
-// executeTxn runs the chosen path's operations in order.
+// executeTxn runs the chosen path's operations in order. With a nil tresp
+// it only writes: no one reads the response (a replica applying writes it
+// did not propose), so range operations are skipped and nothing is built
+// for the answer.
 func executeTxn(ctx context.Context, w txnWriter, rt *pb.TxnRequest, path []bool, tresp *pb.TxnResponse) (int, error) {
 	nested := 0
 	for i, req := range ops(rt, path) {
-		respi := tresp.Responses[i].Response
+		var respi any
+		if tresp != nil {
+			respi = tresp.Responses[i].Response
+		}
 		switch tv := req.Request.(type) {
 		case *pb.RequestOp_RequestRange:
+			if tresp == nil {
+				continue
+			}
 			resp, err := executeRange(ctx, w, tv.RequestRange, true)
 			if err != nil {
 				return 0, err
 			}
 			respi.(*pb.ResponseOp_ResponseRange).ResponseRange = resp
 		case *pb.RequestOp_RequestPut:
+			if tresp == nil {
+				if err := writePut(ctx, w, tv.RequestPut); err != nil {
+					return 0, err
+				}
+				continue
+			}
 			resp, err := executePut(ctx, w, tv.RequestPut)
 			if err != nil {
 				return 0, err
 			}
 			respi.(*pb.ResponseOp_ResponsePut).ResponsePut = resp
 		case *pb.RequestOp_RequestDeleteRange:
+			if tresp == nil {
+				d := tv.RequestDeleteRange
+				if _, _, err := w.DeleteRange(ctx, d.Key, rangeEnd(d.RangeEnd)); err != nil {
+					return 0, err
+				}
+				continue
+			}
 			resp, err := executeDelete(ctx, w, tv.RequestDeleteRange)
 			if err != nil {
 				return 0, err
 			}
 			respi.(*pb.ResponseOp_ResponseDeleteRange).ResponseDeleteRange = resp
 		case *pb.RequestOp_RequestTxn:
-			sub := respi.(*pb.ResponseOp_ResponseTxn).ResponseTxn
+			var sub *pb.TxnResponse
+			if tresp != nil {
+				sub = respi.(*pb.ResponseOp_ResponseTxn).ResponseTxn
+			}
 			n, err := executeTxn(ctx, w, tv.RequestTxn, path[1:], sub)
 			if err != nil {
 				return 0, err
@@ -508,13 +533,6 @@ func executePut(ctx context.Context, w txnWriter, p *pb.PutRequest) (*pb.PutResp
 	if err != nil {
 		return nil, err
 	}
-	value, lease := p.Value, p.Lease
-	if p.IgnoreValue {
-		value = prev.Value
-	}
-	if p.IgnoreLease {
-		lease = prev.Lease
-	}
 	r := &struct {
 		resp pb.PutResponse
 		hdr  pb.ResponseHeader
@@ -524,12 +542,38 @@ func executePut(ctx context.Context, w txnWriter, p *pb.PutRequest) (*pb.PutResp
 	if p.PrevKv && prev != nil {
 		resp.PrevKv = prev
 	}
-	rev, err := w.Put(p.Key, value, lease)
+	rev, err := putWith(w, p, prev)
 	if err != nil {
 		return nil, err
 	}
 	resp.Header.Revision = rev
 	return resp, nil
+}
+
+// writePut is executePut without a response: the previous version is read
+// only when the put takes its value or lease.
+func writePut(ctx context.Context, w txnWriter, p *pb.PutRequest) error {
+	var prev *mvccpb.KeyValue
+	if p.IgnoreValue || p.IgnoreLease {
+		var err error
+		if prev, err = prevKV(ctx, w, p); err != nil {
+			return err
+		}
+	}
+	_, err := putWith(w, p, prev)
+	return err
+}
+
+// putWith writes p, taking the value or lease from prev as p asks.
+func putWith(w txnWriter, p *pb.PutRequest, prev *mvccpb.KeyValue) (int64, error) {
+	value, lease := p.Value, p.Lease
+	if p.IgnoreValue {
+		value = prev.Value
+	}
+	if p.IgnoreLease {
+		lease = prev.Lease
+	}
+	return w.Put(p.Key, value, lease)
 }
 
 func executeDelete(ctx context.Context, w txnWriter, d *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
@@ -589,18 +633,33 @@ func (r readOnlyTxn) curRev() int64 { return r.rev }
 // then the chosen path's operations. changed is false when the path changed
 // nothing (rev then stays unused).
 func (w *Writer) ApplyTxn(ctx context.Context, rev int64, rt *pb.TxnRequest, leases LeaseChecker) (resp *pb.TxnResponse, changed bool, err error) {
+	return w.applyTxn(ctx, rev, rt, leases, true)
+}
+
+// ApplyTxnWrites is ApplyTxn for a replica that answers no one: it makes
+// the same changes and fails the same way, without building the response.
+func (w *Writer) ApplyTxnWrites(ctx context.Context, rev int64, rt *pb.TxnRequest, leases LeaseChecker) (changed bool, err error) {
+	_, changed, err = w.applyTxn(ctx, rev, rt, leases, false)
+	return changed, err
+}
+
+func (w *Writer) applyTxn(ctx context.Context, rev int64, rt *pb.TxnRequest, leases LeaseChecker, respond bool) (resp *pb.TxnResponse, changed bool, err error) {
 	tw := w.BeginTxn(rev)
 	path := TxnPath(ctx, tw, rt)
 	if err := CheckTxn(ctx, tw, rt, leases, path); err != nil {
 		return nil, false, err
 	}
-	resp, _ = newTxnResp(rt, path)
+	if respond {
+		resp, _ = newTxnResp(rt, path)
+	}
 	if _, err := executeTxn(ctx, tw, rt, path, resp); err != nil {
 		// The checks passed, so this is the store failing with the batch
 		// half written: not an answer to the client (%v, not %w).
 		return nil, false, fmt.Errorf("mvcc: transaction at revision %d failed after it wrote: %v", rev, err)
 	}
 	tw.End()
-	resp.Header.Revision = tw.curRev()
+	if respond {
+		resp.Header.Revision = tw.curRev()
+	}
 	return resp, tw.Changed(), nil
 }

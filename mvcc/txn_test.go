@@ -648,3 +648,89 @@ func TestVersionMap(t *testing.T) {
 		t.Fatalf("%d entries after clear", m.len())
 	}
 }
+
+// TestApplyTxnWritesMatchesApplyTxn applies the same transactions through
+// ApplyTxn (the proposer's path) and ApplyTxnWrites (every other replica's)
+// on two shards: each must change the same, fail the same way, and leave
+// the same history.
+func TestApplyTxnWritesMatchesApplyTxn(t *testing.T) {
+	answering, quiet := newTestShard(t), newTestShard(t)
+	put := func(p *pb.PutRequest) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: p}}
+	}
+	del := func(d *pb.DeleteRangeRequest) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: d}}
+	}
+	valueIs := func(key, value string) *pb.Compare {
+		return &pb.Compare{Key: []byte(key), Target: pb.Compare_VALUE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Value{Value: []byte(value)}}
+	}
+	nested := func(rt *pb.TxnRequest) *pb.RequestOp {
+		return &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: rt}}
+	}
+	txns := []*pb.TxnRequest{
+		txnOf(putOp("a", "1")),
+		txnOf(put(&pb.PutRequest{Key: []byte("b"), Value: []byte("1"), Lease: 7})),
+		txnOf(put(&pb.PutRequest{Key: []byte("a"), Value: []byte("2"), PrevKv: true})),
+		txnOf(put(&pb.PutRequest{Key: []byte("a"), IgnoreValue: true, Lease: 9})),
+		txnOf(put(&pb.PutRequest{Key: []byte("b"), Value: []byte("3"), IgnoreLease: true})),
+		txnOf(put(&pb.PutRequest{Key: []byte("absent"), IgnoreValue: true})), // ErrKeyNotFound
+		txnOf(put(&pb.PutRequest{Key: []byte("absent"), IgnoreLease: true})), // ErrKeyNotFound
+		txnOf(putOp("c", "1"), putOp("d", "1"), rangeOp(&pb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("z")})),
+		txnOf(del(&pb.DeleteRangeRequest{Key: []byte("c"), RangeEnd: []byte("e"), PrevKv: true})),
+		txnOf(delOp("nothing", "")),                        // changes nothing
+		txnOf(rangeOp(&pb.RangeRequest{Key: []byte("a")})), // changes nothing
+		{Compare: []*pb.Compare{valueIs("a", "2")}, Success: []*pb.RequestOp{putOp("e", "yes")}, Failure: []*pb.RequestOp{putOp("e", "no")}},
+		{Compare: []*pb.Compare{valueIs("a", "1")}, Success: []*pb.RequestOp{putOp("f", "yes")}, Failure: []*pb.RequestOp{
+			rangeOp(&pb.RangeRequest{Key: []byte("e")}),
+			nested(&pb.TxnRequest{Compare: []*pb.Compare{valueIs("e", "yes")}, Success: []*pb.RequestOp{
+				put(&pb.PutRequest{Key: []byte("e"), IgnoreValue: true, PrevKv: true}),
+				delOp("a", ""),
+			}}),
+			putOp("f", "no"),
+		}},
+	}
+	for i, rt := range txns {
+		rev := answering.sh.Rev() + 1
+		wa, wq := answering.sh.NewWriter(), quiet.sh.NewWriter()
+		resp, changedA, errA := wa.ApplyTxn(context.Background(), rev, rt, AllowAllLeases)
+		changedQ, errQ := wq.ApplyTxnWrites(context.Background(), rev, rt, AllowAllLeases)
+		if changedA != changedQ || !errors.Is(errQ, errA) && fmt.Sprint(errA) != fmt.Sprint(errQ) {
+			t.Fatalf("txn %d: ApplyTxn changed=%v err=%v (%v), ApplyTxnWrites changed=%v err=%v", i, changedA, errA, resp, changedQ, errQ)
+		}
+		if !changedA || errA != nil {
+			wa.Abort()
+			wq.Abort()
+			continue
+		}
+		if err := wa.Commit(uint64(i + 1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := wq.Commit(uint64(i + 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if answering.sh.Rev() != 10 || quiet.sh.Rev() != answering.sh.Rev() {
+		t.Fatalf("revisions: %d answering, %d quiet, want 10", answering.sh.Rev(), quiet.sh.Rev())
+	}
+	ha, _, err := answering.sh.HashKV(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hq, _, err := quiet.sh.HashKV(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ha.Hash != hq.Hash {
+		t.Fatalf("HashKV differs: %d answering, %d quiet", ha.Hash, hq.Hash)
+	}
+	evA, _, errA := answering.sh.Changes(context.Background(), 1, 10, 100)
+	evQ, _, errQ := quiet.sh.Changes(context.Background(), 1, 10, 100)
+	if errA != nil || errQ != nil || describeEvents(evA) != describeEvents(evQ) {
+		t.Fatalf("change logs differ:\n%s %v\n%s %v", describeEvents(evA), errA, describeEvents(evQ), errQ)
+	}
+	got, _ := ExecuteRange(context.Background(), quiet.sh.View(), &pb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("z")})
+	if keysOf(got.Kvs) != "b=3 e=yes f=no" || got.Kvs[0].Lease != 7 {
+		t.Fatalf("quiet replica's keys: %v", got.Kvs)
+	}
+}

@@ -357,6 +357,10 @@ func (s *DataStateMachine) applyWrite(w *mvcc.Writer, rev int64, data []byte, ou
 	if ref := s.sink.Load(); ref != nil {
 		txn = ref.Proposed(rev) // revisions are unique: it is this entry's
 	}
+	// Only the proposer answers the write; every other replica (and the
+	// proposer once it has given up on it) applies it without building
+	// the response.
+	respond := txn != nil
 	if txn == nil {
 		var err error
 		if txn, err = UnmarshalTxn(data); err != nil {
@@ -369,7 +373,16 @@ func (s *DataStateMachine) applyWrite(w *mvcc.Writer, rev int64, data []byte, ou
 		*outcomes = append(*outcomes, outcome{rev: rev, err: ErrWrongShard})
 		return nil
 	}
-	resp, changed, err := w.ApplyTxn(context.Background(), rev, txn, s.leases)
+	var (
+		resp    *pb.TxnResponse
+		changed bool
+		err     error
+	)
+	if respond {
+		resp, changed, err = w.ApplyTxn(context.Background(), rev, txn, s.leases)
+	} else {
+		changed, err = w.ApplyTxnWrites(context.Background(), rev, txn, s.leases)
+	}
 	switch {
 	case err != nil:
 		if _, ok := errorCode(err); !ok {
