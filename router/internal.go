@@ -60,7 +60,7 @@ func (i *internalServer) Split(ctx context.Context, r *basaltpb.SplitRequest) (*
 		}
 		return &basaltpb.SplitResponse{Left: left, Right: right}, nil
 	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*basaltpb.SplitResponse, error) {
-		return basaltpb.NewInternalClient(conn).Split(ctx, r)
+		return basaltpb.NewInternalClient(conn).Split(forwarded(ctx), r)
 	})
 	if errors.Is(err, txncoord.ErrSplitAtBoundary) {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())

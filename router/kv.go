@@ -37,7 +37,7 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 func (k *kvServer) rangeRouted(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	return routed(k.s, ctx, false, func() (*pb.RangeResponse, error) { return k.s.coord.Range(ctx, r) },
 		func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.RangeResponse, error) {
-			return pb.NewKVClient(conn).Range(ctx, r)
+			return pb.NewKVClient(conn).Range(forwarded(ctx), r)
 		})
 }
 
@@ -114,7 +114,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
 	resp, err := routed(k.s, ctx, true, func() (*pb.CompactionResponse, error) { return k.s.coord.Compact(ctx, r) },
 		func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (*pb.CompactionResponse, error) {
-			return pb.NewKVClient(conn).Compact(ctx, r)
+			return pb.NewKVClient(conn).Compact(forwarded(ctx), r)
 		})
 	if err != nil {
 		return nil, toGRPCError(ctx, err)

@@ -7,7 +7,6 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/basaltdb/basalt/mvcc"
 	"github.com/basaltdb/basalt/shard"
@@ -30,7 +29,9 @@ func atMetaLeader[Resp any](s *Server, ctx context.Context, write bool, here fun
 			return none, err
 		}
 		return here()
-	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (Resp, error) { return there(ctx, conn) })
+	}, func(ctx context.Context, _ uint64, conn *grpc.ClientConn) (Resp, error) {
+		return there(forwarded(ctx), conn)
+	})
 	return resp, toGRPCError(ctx, err)
 }
 
@@ -191,7 +192,7 @@ func (l *leaseServer) relayKeepAlive(stream pb.Lease_LeaseKeepAliveServer, leade
 	if err != nil {
 		return toGRPCError(stream.Context(), err)
 	}
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(stream.Context(), forwardedKey, "1"))
+	ctx, cancel := context.WithCancel(forwarded(stream.Context()))
 	defer cancel()
 	up, err := pb.NewLeaseClient(conn).LeaseKeepAlive(ctx)
 	if err != nil {

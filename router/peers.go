@@ -101,6 +101,12 @@ const forwardedKey = "basalt-forwarded"
 
 func isForwarded(ctx context.Context) bool { return hasMetadata(ctx, forwardedKey) }
 
+// forwarded returns ctx marked for a request relayed to the leader over
+// gRPC.
+func forwarded(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+}
+
 // hasMetadata tells whether the incoming call carries key. Unlike
 // metadata.FromIncomingContext, it copies nothing.
 func hasMetadata(ctx context.Context, key string) bool {
@@ -111,7 +117,10 @@ func hasMetadata(ctx context.Context, key string) bool {
 // member (shard.NotLeaderError), sends it there (there). It retries while
 // the leader is unknown or moving, for as long as txncoord.RetryTimeout: a
 // write only when it is certain not to have been applied (the leader
-// answered "no leader", or the connection was never made).
+// answered "no leader", or the connection was never made). A there that
+// relays the request over conn sends it with forwarded(ctx); writes that go
+// through the write forwarder need no mark, as Internal.Write never
+// forwards.
 func routed[Resp any](s *Server, ctx context.Context, write bool, here func() (Resp, error), there func(ctx context.Context, leader uint64, conn *grpc.ClientConn) (Resp, error)) (Resp, error) {
 	var (
 		deadline time.Time
@@ -125,7 +134,7 @@ func routed[Resp any](s *Server, ctx context.Context, write bool, here func() (R
 		}
 		conn, err := s.peers.conn(leader)
 		if err == nil {
-			resp, err = there(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), leader, conn)
+			resp, err = there(ctx, leader, conn)
 			if err == nil || !retryableRemote(err, write) {
 				return resp, err
 			}

@@ -52,11 +52,7 @@ func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 // LeaderElsewhere returns the leader a NotLeaderError in err's chain names,
 // or 0 when err is not one or no leader is known.
 func LeaderElsewhere(err error) uint64 {
-	if err == nil {
-		return 0 // the common case, without errors.As's allocation
-	}
-	var nl *NotLeaderError
-	if errors.As(err, &nl) {
+	if nl, ok := errors.AsType[*NotLeaderError](err); ok {
 		return nl.Leader
 	}
 	return 0
