@@ -67,13 +67,15 @@ func (m *versionMap) set(key []byte, v latestVersion) {
 	m.long[string(key)] = v
 }
 
-func (m *versionMap) len() int { return len(m.short) + len(m.long) }
-
-// clear empties the map, keeping its room.
-func (m *versionMap) clear() {
-	clear(m.short)
-	clear(m.long)
+func (m *versionMap) delete(key []byte) {
+	if k, inline := toInline(key); inline {
+		delete(m.short, k)
+	} else {
+		delete(m.long, string(key))
+	}
 }
+
+func (m *versionMap) len() int { return len(m.short) + len(m.long) }
 
 // dropSome deletes n arbitrary entries.
 func (m *versionMap) dropSome(n int) {
@@ -115,27 +117,27 @@ func (c *latestCache) get(key []byte) (v latestVersion, known bool) {
 	return v, ok || c.complete
 }
 
-// merge adds a committed batch's latest versions, making room by dropping
-// arbitrary entries when full (the cache is then no longer complete).
-func (c *latestCache) merge(updates *versionMap) {
-	if updates == nil {
+// set records key's latest version, making room by dropping an arbitrary
+// entry when full (the cache is then no longer complete).
+func (c *latestCache) set(key []byte, v latestVersion) {
+	if c.m.len() >= latestCacheSize {
+		if _, ok := c.m.get(key); !ok {
+			c.complete = false
+			c.m.dropSome(1)
+		}
+	}
+	c.m.set(key, v)
+}
+
+// forget drops keys whose cached versions were not committed; the store
+// must be asked for them again, so the cache is no longer complete.
+func (c *latestCache) forget(keys [][]byte) {
+	if len(keys) == 0 {
 		return
 	}
-	if over := c.m.len() + updates.len() - latestCacheSize; over > 0 {
-		c.complete = false
-		c.m.dropSome(over)
-	}
-	if c.m.short == nil {
-		c.m.short = make(map[inlineKey]latestVersion, len(updates.short))
-	}
-	for k, v := range updates.short {
-		c.m.short[k] = v
-	}
-	if len(updates.long) > 0 && c.m.long == nil {
-		c.m.long = make(map[string]latestVersion, len(updates.long))
-	}
-	for k, v := range updates.long {
-		c.m.long[k] = v
+	c.complete = false
+	for _, k := range keys {
+		c.m.delete(k)
 	}
 }
 

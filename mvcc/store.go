@@ -223,10 +223,9 @@ type Shard struct {
 	born int64
 
 	latest latestCache // used by the apply goroutine only
-	// spareLatest is an emptied map of a committed Writer's latest
-	// versions, for the next Writer (apply goroutine only): a map grown
-	// again for every batch cost about 1% of a node's CPU under load.
-	spareLatest *versionMap
+	// spareWritten is a committed Writer's emptied list of written keys,
+	// for the next Writer (apply goroutine only).
+	spareWritten [][]byte
 }
 
 // OpenShard loads a shard's metadata; a shard never written to starts empty

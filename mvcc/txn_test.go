@@ -636,16 +636,70 @@ func TestVersionMap(t *testing.T) {
 	if _, ok := m.get([]byte("b")); ok {
 		t.Fatal("found a key never set")
 	}
-	var c latestCache
-	c.complete = true
-	c.merge(&m)
 	m.dropSome(2)
-	if m.len() != len(keys)-2 || c.m.len() != len(keys) || !c.complete {
-		t.Fatalf("after dropping 2: %d entries, the cache %d (complete %v)", m.len(), c.m.len(), c.complete)
+	if m.len() != len(keys)-2 {
+		t.Fatalf("after dropping 2: %d entries", m.len())
 	}
-	m.clear()
-	if m.len() != 0 {
-		t.Fatalf("%d entries after clear", m.len())
+	m.delete([]byte(keys[5])) // a key in the map of strings, if not dropped
+	m.delete([]byte(keys[1]))
+	if _, ok := m.get([]byte(keys[5])); ok {
+		t.Fatalf("%q found after delete", keys[5])
+	}
+}
+
+// TestLatestCacheSetAndForget: the cache stays complete until it is full or
+// forgets keys, and then reports what it lacks as unknown.
+func TestLatestCacheSetAndForget(t *testing.T) {
+	c := latestCache{complete: true}
+	for i := range latestCacheSize {
+		c.set(fmt.Appendf(nil, "k%d", i), latestVersion{exists: true, ver: 1})
+	}
+	if _, known := c.get([]byte("absent")); c.m.len() != latestCacheSize || !known {
+		t.Fatalf("full cache: %d entries, absent key known=%v (want a complete cache)", c.m.len(), known)
+	}
+	c.set([]byte("k7"), latestVersion{exists: true, ver: 2}) // replaces, drops nothing
+	if v, known := c.get([]byte("k7")); !known || v.ver != 2 || !c.complete {
+		t.Fatalf("k7 after a second version: %v %v (complete %v)", v, known, c.complete)
+	}
+	c.set([]byte("new"), latestVersion{exists: true, ver: 1})
+	if _, known := c.get([]byte("absent")); c.m.len() != latestCacheSize || known {
+		t.Fatalf("past full: %d entries, absent key known=%v (want an incomplete cache)", c.m.len(), known)
+	}
+
+	c = latestCache{complete: true}
+	c.set([]byte("a"), latestVersion{exists: true, ver: 1})
+	c.set([]byte("b"), latestVersion{exists: true, ver: 1})
+	c.forget([][]byte{[]byte("a")})
+	if _, known := c.get([]byte("a")); known || c.complete {
+		t.Fatal("a forgotten key is still known")
+	}
+	if v, known := c.get([]byte("b")); !known || v.ver != 1 {
+		t.Fatalf("b after forgetting a: %v %v", v, known)
+	}
+}
+
+// TestAbortedWritesLeaveNoVersions: a batch that does not commit leaves
+// nothing of its writes behind, in the store or in the shard's cache of
+// latest versions, so the next put of the key counts from what committed.
+func TestAbortedWritesLeaveNoVersions(t *testing.T) {
+	s := newTestShard(t)
+	s.put("k", "1") // 2
+	w := s.sh.NewWriter()
+	for i, v := range []string{"2", "3"} {
+		if _, _, err := w.ApplyTxn(context.Background(), int64(3+i), txnOf(putOp("k", v), putOp("new", v)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Abort()
+	s.put("k", "4")   // 3
+	s.put("new", "4") // 4
+	got, err := s.rangeReq(&pb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("z")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, n := got.Kvs[0], got.Kvs[1]
+	if string(k.Key) != "k" || k.Version != 2 || k.CreateRevision != 2 || n.Version != 1 || n.CreateRevision != 4 {
+		t.Fatalf("after an aborted batch: %v", got.Kvs)
 	}
 }
 

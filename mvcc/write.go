@@ -20,9 +20,15 @@ type Writer struct {
 	compact int64  // compacted revision, this batch included
 	buf     []byte // scratch for keys
 	vbuf    []byte // scratch for values (Pebble copies what it is given)
-	// latest holds the latest versions this batch wrote; they reach the
-	// shard's cache when the batch commits.
-	latest *versionMap
+	// A direct writer (the shard's apply) sets the latest versions it
+	// writes straight into the shard's cache, and lists their keys in
+	// written to drop them again if the batch does not commit. Merging a
+	// map of the batch's versions at commit cost 1.5% of three members'
+	// CPU under a put load. A Planner's writers, never committed, keep
+	// theirs in latest.
+	direct  bool
+	written [][]byte
+	latest  *versionMap
 	// span, when set, is the shard's span once the batch commits (a split).
 	span *keySpan
 	// events, when captured, are the changes this batch made, in order.
@@ -85,8 +91,8 @@ func (w *Writer) EventSubs() []int64 { return w.subs }
 
 // NewWriter starts a batch for the shard.
 func (sh *Shard) NewWriter() *Writer {
-	w := &Writer{sh: sh, b: sh.store.db.NewIndexedBatch(), rev: sh.rev.Load(), compact: sh.compact.Load(), latest: sh.spareLatest}
-	sh.spareLatest = nil
+	w := &Writer{sh: sh, b: sh.store.db.NewIndexedBatch(), rev: sh.rev.Load(), compact: sh.compact.Load(), direct: true, written: sh.spareWritten}
+	sh.spareWritten = nil
 	return w
 }
 
@@ -105,10 +111,10 @@ func (w *Writer) Commit(appliedIndex uint64) error {
 	w.setMeta(metaApplied, binary.BigEndian.AppendUint64(nil, appliedIndex))
 	w.setMeta(metaRev, binary.BigEndian.AppendUint64(nil, uint64(w.rev)))
 	if err := w.b.Commit(pebble.NoSync); err != nil {
+		w.forgetWritten()
 		return err
 	}
-	w.sh.latest.merge(w.latest)
-	w.recycleLatest()
+	w.recycleWritten()
 	if w.span != nil {
 		w.sh.span.Store(w.span)
 	}
@@ -123,14 +129,21 @@ func (w *Writer) Commit(appliedIndex uint64) error {
 // Abort drops the batch.
 func (w *Writer) Abort() {
 	_ = w.b.Close()
-	w.recycleLatest()
+	w.forgetWritten()
 }
 
-// recycleLatest hands the emptied map of latest versions back to the shard.
-func (w *Writer) recycleLatest() {
-	if w.latest != nil {
-		w.latest.clear()
-		w.sh.spareLatest, w.latest = w.latest, nil
+// forgetWritten drops the versions of a batch that did not commit from the
+// shard's cache.
+func (w *Writer) forgetWritten() {
+	w.sh.latest.forget(w.written)
+	w.recycleWritten()
+}
+
+// recycleWritten hands the emptied list of written keys back to the shard.
+func (w *Writer) recycleWritten() {
+	if w.written != nil {
+		clear(w.written) // they alias the batch's requests
+		w.sh.spareWritten, w.written = w.written[:0], nil
 	}
 }
 
@@ -210,7 +223,7 @@ func (tw *TxnWrite) Range(ctx context.Context, key, end []byte, ro RangeOptions)
 }
 
 // latestOf returns the latest version of key: from this batch, from the
-// shard's cache, or from Pebble.
+// shard's cache (which a direct writer's batch is in), or from Pebble.
 func (w *Writer) latestOf(key []byte) (latestVersion, error) {
 	if w.latest != nil {
 		if v, ok := w.latest.get(key); ok {
@@ -228,6 +241,11 @@ func (w *Writer) latestOf(key []byte) (latestVersion, error) {
 }
 
 func (w *Writer) setLatest(key []byte, v latestVersion) {
+	if w.direct {
+		w.sh.latest.set(key, v)
+		w.written = append(w.written, key)
+		return
+	}
 	if w.latest == nil {
 		w.latest = &versionMap{}
 	}
