@@ -105,12 +105,13 @@ func (w *Writer) Rev() int64 { return w.rev }
 // the commits).
 func (w *Writer) Commit(appliedIndex uint64) error {
 	defer w.b.Close()
-	if err := w.flushChanges(); err != nil {
-		return err
+	err := w.flushChanges()
+	if err == nil {
+		w.setMeta(metaApplied, binary.BigEndian.AppendUint64(nil, appliedIndex))
+		w.setMeta(metaRev, binary.BigEndian.AppendUint64(nil, uint64(w.rev)))
+		err = w.b.Commit(pebble.NoSync)
 	}
-	w.setMeta(metaApplied, binary.BigEndian.AppendUint64(nil, appliedIndex))
-	w.setMeta(metaRev, binary.BigEndian.AppendUint64(nil, uint64(w.rev)))
-	if err := w.b.Commit(pebble.NoSync); err != nil {
+	if err != nil {
 		w.forgetWritten()
 		return err
 	}
