@@ -102,11 +102,11 @@ func (m *versionMap) dropSome(n int) {
 //
 // While the cache is complete (it was loaded from the whole shard and never
 // dropped an entry) a key it does not hold does not exist, and a put of a new
-// key needs no seek either. Only the shard's apply goroutine changes the
-// cache: its Writers set the versions they write, and drop them again if
-// their batch does not commit. A Planner's writers only read it, while the
-// shard is locked and apply writes nothing to it. It mirrors stored state,
-// so what it holds changes speed, never results.
+// key needs no seek either. Only the shard's apply goroutine uses the cache:
+// its Writers read it, set the versions they write, and drop them again if
+// their batch does not commit. (A Planner's writers, on the coordinator's
+// goroutine, seek the store instead.) It mirrors stored state, so what it
+// holds changes speed, never results.
 type latestCache struct {
 	m        versionMap
 	complete bool

@@ -637,7 +637,9 @@ func (w *Writer) ApplyTxn(ctx context.Context, rev int64, rt *pb.TxnRequest, lea
 }
 
 // ApplyTxnWrites is ApplyTxn for a replica that answers no one: it makes
-// the same changes and fails the same way, without building the response.
+// the same changes and fails its checks the same way, without building the
+// response (so a store failure in a read that only the response needs,
+// such as a range operation's, fails ApplyTxn alone).
 func (w *Writer) ApplyTxnWrites(ctx context.Context, rev int64, rt *pb.TxnRequest, leases LeaseChecker) (changed bool, err error) {
 	_, changed, err = w.applyTxn(ctx, rev, rt, leases, false)
 	return changed, err

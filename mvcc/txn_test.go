@@ -742,30 +742,36 @@ func TestApplyTxnWritesMatchesApplyTxn(t *testing.T) {
 			}}),
 			putOp("f", "no"),
 		}},
+		txnOf(del(&pb.DeleteRangeRequest{Key: []byte("f"), RangeEnd: []byte{0}, PrevKv: true})), // f and every key after it
+		txnOf(putOp("g", "1")),
 	}
+	// Three batches, as apply makes them: later transactions of a batch
+	// find the versions earlier ones wrote.
+	var wa, wq *Writer
+	batchEnds := map[int]bool{6: true, 12: true, len(txns) - 1: true}
 	for i, rt := range txns {
-		rev := answering.sh.Rev() + 1
-		wa, wq := answering.sh.NewWriter(), quiet.sh.NewWriter()
+		if wa == nil {
+			wa, wq = answering.sh.NewWriter(), quiet.sh.NewWriter()
+		}
+		rev := wa.Rev() + 1
 		resp, changedA, errA := wa.ApplyTxn(context.Background(), rev, rt, AllowAllLeases)
 		changedQ, errQ := wq.ApplyTxnWrites(context.Background(), rev, rt, AllowAllLeases)
 		if changedA != changedQ || !errors.Is(errQ, errA) && fmt.Sprint(errA) != fmt.Sprint(errQ) {
 			t.Fatalf("txn %d: ApplyTxn changed=%v err=%v (%v), ApplyTxnWrites changed=%v err=%v", i, changedA, errA, resp, changedQ, errQ)
 		}
-		if !changedA || errA != nil {
-			wa.Abort()
-			wq.Abort()
-			continue
-		}
-		if err := wa.Commit(uint64(i + 1)); err != nil {
-			t.Fatal(err)
-		}
-		if err := wq.Commit(uint64(i + 1)); err != nil {
-			t.Fatal(err)
+		if batchEnds[i] {
+			if err := wa.Commit(uint64(i + 1)); err != nil {
+				t.Fatal(err)
+			}
+			if err := wq.Commit(uint64(i + 1)); err != nil {
+				t.Fatal(err)
+			}
+			wa, wq = nil, nil
 		}
 	}
 
-	if answering.sh.Rev() != 10 || quiet.sh.Rev() != answering.sh.Rev() {
-		t.Fatalf("revisions: %d answering, %d quiet, want 10", answering.sh.Rev(), quiet.sh.Rev())
+	if answering.sh.Rev() != 12 || quiet.sh.Rev() != answering.sh.Rev() {
+		t.Fatalf("revisions: %d answering, %d quiet, want 12", answering.sh.Rev(), quiet.sh.Rev())
 	}
 	ha, _, err := answering.sh.HashKV(context.Background(), 0)
 	if err != nil {
@@ -778,13 +784,13 @@ func TestApplyTxnWritesMatchesApplyTxn(t *testing.T) {
 	if ha.Hash != hq.Hash {
 		t.Fatalf("HashKV differs: %d answering, %d quiet", ha.Hash, hq.Hash)
 	}
-	evA, _, errA := answering.sh.Changes(context.Background(), 1, 10, 100)
-	evQ, _, errQ := quiet.sh.Changes(context.Background(), 1, 10, 100)
+	evA, _, errA := answering.sh.Changes(context.Background(), 1, 12, 100)
+	evQ, _, errQ := quiet.sh.Changes(context.Background(), 1, 12, 100)
 	if errA != nil || errQ != nil || describeEvents(evA) != describeEvents(evQ) {
 		t.Fatalf("change logs differ:\n%s %v\n%s %v", describeEvents(evA), errA, describeEvents(evQ), errQ)
 	}
 	got, _ := ExecuteRange(context.Background(), quiet.sh.View(), &pb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("z")})
-	if keysOf(got.Kvs) != "b=3 e=yes f=no" || got.Kvs[0].Lease != 7 {
+	if keysOf(got.Kvs) != "b=3 e=yes g=1" || got.Kvs[0].Lease != 7 {
 		t.Fatalf("quiet replica's keys: %v", got.Kvs)
 	}
 }

@@ -223,16 +223,22 @@ func (tw *TxnWrite) Range(ctx context.Context, key, end []byte, ro RangeOptions)
 	return v.rangeKeys(ctx, key, end, cur, ro)
 }
 
-// latestOf returns the latest version of key: from this batch, from the
-// shard's cache (which a direct writer's batch is in), or from Pebble.
+// latestOf returns the latest version of key: from the shard's cache (a
+// direct writer's, which holds this batch's writes), from this batch (a
+// Planner's writer), or from Pebble.
+//
+// A Planner's writers do not read the cache: they run on the coordinator's
+// goroutine, and apply may write the cache meanwhile (once the lock of a
+// slow plan expires, the shard applies writes again).
 func (w *Writer) latestOf(key []byte) (latestVersion, error) {
-	if w.latest != nil {
+	if w.direct {
+		if v, known := w.sh.latest.get(key); known {
+			return v, nil
+		}
+	} else if w.latest != nil {
 		if v, ok := w.latest.get(key); ok {
 			return v, nil
 		}
-	}
-	if v, known := w.sh.latest.get(key); known {
-		return v, nil
 	}
 	prev, _, found, err := getVersion(w.b, key, math.MaxInt64)
 	if err != nil || !found {
