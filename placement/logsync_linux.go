@@ -45,8 +45,13 @@ func watchLog(name string, f pebblevfs.File, err error) (pebblevfs.File, error) 
 		return f, nil
 	}
 	fd := int(fder.Fd())
-	// As Pebble would: allocated blocks make appends cheaper to sync.
-	_ = unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, logPreallocate)
+	// Allocated blocks make appends cheaper to sync, and a file already
+	// that long cheaper still: an append that grows the file changes its
+	// size, and each fdatasync then commits ext4's journal too. Pebble
+	// allocates with FALLOC_FL_KEEP_SIZE; etcd's WAL, like this, sets the
+	// size. Pebble reads the zeros past the last record as the log's end,
+	// as it reads the old records of a recycled log.
+	_ = unix.Fallocate(fd, 0, 0, logPreallocate)
 	return &syncingLog{File: f, fd: fd, gate: gate}, nil
 }
 
